@@ -1,0 +1,384 @@
+//! Task handles and owned data buffers.
+
+use crate::abi::{DataBufRaw, LuHandle, SessionHandle, Status, Task, TaskRequest, TmFunction, INLINE_CDB_LEN};
+use core::ffi::c_void;
+use core::ptr::NonNull;
+
+/// A handle to a task owned by the core.
+///
+/// Valid from the moment a provider receives it (`task_alloc` for the port, `new_task` for the
+/// LU) until the core calls the port's `task_free`; the LU must not use it after it sent
+/// status with `LU_DONE` or let go of it in `abort`. Field accessors read the fields that are
+/// fixed once the task is posted; per-owner fields have explicit setters.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct TaskHandle(NonNull<Task>);
+
+// SAFETY: a task is a core object designed to be completed from any thread; fields are
+// partitioned between owners (see `abi::Task`).
+unsafe impl Send for TaskHandle {}
+// SAFETY: as above.
+unsafe impl Sync for TaskHandle {}
+
+impl TaskHandle {
+    /// Wraps a raw task pointer received from the core (`None` for null).
+    ///
+    /// # Safety
+    /// `p` must be a task the core handed to this provider and that is still valid.
+    pub unsafe fn from_raw(p: *mut Task) -> Option<Self> {
+        NonNull::new(p).map(TaskHandle)
+    }
+
+    /// The raw pointer, for calls into [`crate::abi::HostApi`].
+    pub fn as_ptr(self) -> *mut Task {
+        self.0.as_ptr()
+    }
+
+    fn t(&self) -> *mut Task {
+        self.0.as_ptr()
+    }
+
+    /// The CDB.
+    pub fn cdb(&self) -> &[u8] {
+        // SAFETY: the handle is valid (type contract); the CDB fields are written by the port
+        // before posting and never changed afterwards; `ext_cdb` is the port's memory, valid
+        // until task_free, with `cdb_len` bytes.
+        unsafe {
+            let t = self.t();
+            let len = (*t).cdb_len as usize;
+            if len <= INLINE_CDB_LEN {
+                let cdb = &(*t).cdb;
+                &cdb[..len]
+            } else if (*t).ext_cdb.is_null() {
+                &[]
+            } else {
+                core::slice::from_raw_parts((*t).ext_cdb, len)
+            }
+        }
+    }
+
+    /// The operation code (first CDB byte), 0 for an empty CDB.
+    pub fn opcode(&self) -> u8 {
+        self.cdb().first().copied().unwrap_or(0)
+    }
+
+    /// The 8-byte LUN.
+    pub fn lun(&self) -> [u8; 8] {
+        // SAFETY: valid handle; field fixed after posting.
+        unsafe { (*self.t()).lun }
+    }
+
+    /// The port's tag (iSCSI ITT).
+    pub fn tag(&self) -> u64 {
+        // SAFETY: valid handle; field fixed after posting.
+        unsafe { (*self.t()).tag }
+    }
+
+    /// Task flags ([`crate::abi::task_flags`]).
+    pub fn flags(&self) -> u32 {
+        // SAFETY: valid handle; field fixed after posting.
+        unsafe { (*self.t()).flags }
+    }
+
+    /// Expected data transfer length from the transport.
+    pub fn expected_xfer_len(&self) -> u64 {
+        // SAFETY: valid handle; field fixed after posting.
+        unsafe { (*self.t()).expected_xfer_len }
+    }
+
+    /// Maximum number of buffers the LU may have in flight.
+    pub fn max_nbufs(&self) -> u8 {
+        // SAFETY: valid handle; field fixed after posting.
+        unsafe { (*self.t()).max_nbufs }
+    }
+
+    /// Task attribute ([`crate::abi::task_attr`]).
+    pub fn task_attr(&self) -> u8 {
+        // SAFETY: valid handle; field fixed after posting.
+        unsafe { (*self.t()).task_attr }
+    }
+
+    /// Task-management function (NONE for a SCSI command).
+    pub fn tm_function(&self) -> TmFunction {
+        // SAFETY: valid handle; field fixed after posting.
+        TmFunction(unsafe { (*self.t()).tm_function })
+    }
+
+    /// Referenced tag of ABORT TASK / QUERY TASK.
+    pub fn tm_ref_tag(&self) -> u64 {
+        // SAFETY: valid handle; field fixed after posting.
+        unsafe { (*self.t()).tm_ref_tag }
+    }
+
+    /// Session (I_T nexus) of the task.
+    pub fn session(&self) -> SessionHandle {
+        // SAFETY: valid handle; set by the core at allocation.
+        unsafe { (*self.t()).session }
+    }
+
+    /// LU the task is routed to.
+    pub fn lu(&self) -> LuHandle {
+        // SAFETY: valid handle; set by the core at allocation.
+        unsafe { (*self.t()).lu }
+    }
+
+    /// Bytes moved so far by completed transfers.
+    pub fn nbytes_transferred(&self) -> u64 {
+        // SAFETY: valid handle; maintained by the core between LU calls.
+        unsafe { (*self.t()).nbytes_transferred }
+    }
+
+    /// The LU's per-task context.
+    pub fn lu_private(&self) -> *mut c_void {
+        // SAFETY: valid handle; LU-owned field.
+        unsafe { (*self.t()).lu_private }
+    }
+
+    /// Sets the LU's per-task context (LU only).
+    pub fn set_lu_private(&self, p: *mut c_void) {
+        // SAFETY: valid handle; LU-owned field, written through a raw place (no reference).
+        unsafe { (*self.t()).lu_private = p }
+    }
+
+    /// The LU's per-I_T_L context.
+    pub fn itl_private(&self) -> *mut c_void {
+        // SAFETY: valid handle; LU-owned field.
+        unsafe { (*self.t()).itl_private }
+    }
+
+    /// The port's per-task context.
+    pub fn port_private(&self) -> *mut c_void {
+        // SAFETY: valid handle; port-owned field.
+        unsafe { (*self.t()).port_private }
+    }
+
+    /// Sets the port's per-task context (port only).
+    pub fn set_port_private(&self, p: *mut c_void) {
+        // SAFETY: valid handle; port-owned field.
+        unsafe { (*self.t()).port_private = p }
+    }
+
+    /// Records the transfer length the LU computed from the CDB (LU only; residuals).
+    pub fn set_cmd_xfer_len(&self, n: u64) {
+        // SAFETY: valid handle; LU-owned field.
+        unsafe { (*self.t()).cmd_xfer_len = n }
+    }
+
+    /// SCSI status byte (set by the LU or the core).
+    pub fn scsi_status(&self) -> u8 {
+        // SAFETY: valid handle; read by the port after send_status.
+        unsafe { (*self.t()).scsi_status }
+    }
+
+    /// Sense data of the status.
+    pub fn sense(&self) -> &[u8] {
+        // SAFETY: valid handle; the status fields are stable once status is being sent.
+        unsafe {
+            let t = self.t();
+            let len = ((*t).sense_len as usize).min((*t).sense.len());
+            let s = &(*t).sense;
+            &s[..len]
+        }
+    }
+
+    /// Task-management response (TM tasks).
+    pub fn tm_response(&self) -> crate::TmResponse {
+        // SAFETY: valid handle; set by the core before send_status of a TM task.
+        crate::TmResponse(unsafe { (*self.t()).tm_response })
+    }
+
+    /// Residual count and flags (1 = underflow, 2 = overflow), set by the core.
+    pub fn residual(&self) -> (u64, u8) {
+        // SAFETY: valid handle; set by the core before send_status.
+        unsafe { ((*self.t()).residual, (*self.t()).residual_flags) }
+    }
+
+    /// Stores status and sense in the task (LU or core, before `send_status`).
+    pub fn set_status(&self, scsi_status: u8, sense: &[u8]) {
+        let t = self.t();
+        // SAFETY: valid handle; status fields are owned by the LU until send_status.
+        unsafe {
+            (*t).scsi_status = scsi_status;
+            let n = sense.len().min((*t).sense.len());
+            let dst = &mut (*t).sense;
+            dst[..n].copy_from_slice(&sense[..n]);
+            (*t).sense_len = n as u16;
+        }
+    }
+}
+
+/// What a port fills in to allocate a task (safe form of [`TaskRequest`]).
+#[derive(Clone, Copy, Debug)]
+pub struct TaskSpec<'a> {
+    /// 8-byte LUN.
+    pub lun: [u8; 8],
+    /// CDB (empty for TM requests).
+    pub cdb: &'a [u8],
+    /// [`crate::abi::task_flags`].
+    pub flags: u32,
+    /// Port tag (iSCSI ITT).
+    pub tag: u64,
+    /// Expected transfer length.
+    pub expected_xfer_len: u64,
+    /// CmdSN.
+    pub cmd_sn: u32,
+    /// [`crate::abi::task_attr`].
+    pub task_attr: u8,
+    /// TM function (NONE for commands).
+    pub tm_function: TmFunction,
+    /// Referenced tag for ABORT TASK / QUERY TASK.
+    pub tm_ref_tag: u64,
+    /// Maximum parallel buffers (1..=4).
+    pub max_nbufs: u8,
+}
+
+impl<'a> TaskSpec<'a> {
+    /// A SIMPLE command with no data expected, one buffer.
+    pub fn command(lun: [u8; 8], cdb: &'a [u8], tag: u64) -> Self {
+        TaskSpec {
+            lun,
+            cdb,
+            flags: 0,
+            tag,
+            expected_xfer_len: 0,
+            cmd_sn: 0,
+            task_attr: crate::abi::task_attr::SIMPLE,
+            tm_function: TmFunction::NONE,
+            tm_ref_tag: 0,
+            max_nbufs: 1,
+        }
+    }
+
+    /// A task-management request.
+    pub fn task_mgmt(lun: [u8; 8], function: TmFunction, tag: u64, ref_tag: u64) -> Self {
+        TaskSpec { tm_function: function, tm_ref_tag: ref_tag, ..Self::command(lun, &[], tag) }
+    }
+
+    pub(crate) fn to_raw(self, port_private: *mut c_void) -> TaskRequest {
+        TaskRequest {
+            lun: self.lun,
+            cdb: self.cdb.as_ptr(),
+            cdb_len: self.cdb.len() as u32,
+            flags: self.flags,
+            tag: self.tag,
+            expected_xfer_len: self.expected_xfer_len,
+            cmd_sn: self.cmd_sn,
+            task_attr: self.task_attr,
+            tm_function: self.tm_function.0,
+            max_nbufs: self.max_nbufs,
+            reserved0: 0,
+            tm_ref_tag: self.tm_ref_tag,
+            port_private,
+        }
+    }
+}
+
+/// An owned data buffer.
+///
+/// Ownership is the type: whoever holds a `DataBuf` may touch its memory. Passing it to
+/// [`crate::Host::xfer_data`] moves it to the port (in flight); it comes back in
+/// [`crate::Lu::dbuf_xfer_done`]. A buffer is returned to the port's store with
+/// [`crate::Host::dbuf_free`] (LU) or by the port itself. Dropping a `DataBuf` leaks it.
+#[derive(Debug)]
+#[must_use = "a DataBuf must be transferred or freed; dropping it leaks the buffer"]
+pub struct DataBuf(NonNull<DataBufRaw>);
+
+// SAFETY: a buffer is owned by exactly one party at a time (the type enforces it).
+unsafe impl Send for DataBuf {}
+
+impl DataBuf {
+    /// Takes ownership of a raw buffer (`None` for null).
+    ///
+    /// # Safety
+    /// `p` must point to a valid `DataBufRaw` whose ownership is being handed over, with
+    /// `data` valid for `buf_size` bytes.
+    pub unsafe fn from_raw(p: *mut DataBufRaw) -> Option<Self> {
+        NonNull::new(p).map(DataBuf)
+    }
+
+    /// Gives up ownership, returning the raw pointer.
+    pub fn into_raw(self) -> *mut DataBufRaw {
+        self.0.as_ptr()
+    }
+
+    fn r(&self) -> &DataBufRaw {
+        // SAFETY: we own the buffer.
+        unsafe { self.0.as_ref() }
+    }
+
+    fn rm(&mut self) -> &mut DataBufRaw {
+        // SAFETY: we own the buffer exclusively.
+        unsafe { self.0.as_mut() }
+    }
+
+    /// Size of the memory in bytes.
+    pub fn capacity(&self) -> usize {
+        self.r().buf_size as usize
+    }
+
+    /// Bytes of the current transfer.
+    pub fn xfer_len(&self) -> usize {
+        self.r().xfer_len as usize
+    }
+
+    /// Offset of the current transfer within the command's data.
+    pub fn rel_offset(&self) -> u64 {
+        self.r().rel_offset
+    }
+
+    /// Flags ([`crate::abi::dbuf_flags`]).
+    pub fn flags(&self) -> u32 {
+        self.r().flags
+    }
+
+    /// Status of the last transfer (set by the port).
+    pub fn xfer_status(&self) -> Status {
+        self.r().xfer_status
+    }
+
+    /// Sets the status of the transfer (port only).
+    pub fn set_xfer_status(&mut self, s: Status) {
+        self.rm().xfer_status = s;
+    }
+
+    /// Describes the next transfer: `len` bytes (clamped to the capacity) at `rel_offset`,
+    /// with `flags`.
+    pub fn set_xfer(&mut self, rel_offset: u64, len: usize, flags: u32) {
+        let cap = self.capacity();
+        let r = self.rm();
+        r.rel_offset = rel_offset;
+        r.xfer_len = len.min(cap) as u32;
+        r.flags = flags;
+    }
+
+    /// The whole memory.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let r = self.r();
+        let (p, n) = (r.data, r.buf_size as usize);
+        if p.is_null() || n == 0 {
+            return &mut [];
+        }
+        // SAFETY: we own the buffer; `data` is valid for `buf_size` bytes (from_raw contract).
+        unsafe { core::slice::from_raw_parts_mut(p, n) }
+    }
+
+    /// The bytes of the current transfer.
+    pub fn data(&self) -> &[u8] {
+        let r = self.r();
+        let (p, n) = (r.data, (r.xfer_len.min(r.buf_size)) as usize);
+        if p.is_null() || n == 0 {
+            return &[];
+        }
+        // SAFETY: as in as_mut_slice; xfer_len is clamped to buf_size.
+        unsafe { core::slice::from_raw_parts(p, n) }
+    }
+
+    /// The port's private context of the buffer.
+    pub fn port_private(&self) -> *mut c_void {
+        self.r().port_private
+    }
+
+    /// Sets the port's private context of the buffer.
+    pub fn set_port_private(&mut self, p: *mut c_void) {
+        self.rm().port_private = p;
+    }
+}
