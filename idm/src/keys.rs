@@ -319,7 +319,9 @@ pub fn is_iscsi_name(v: &str) -> bool {
     let lower = v.get(..4).map(str::to_ascii_lowercase);
     matches!(lower.as_deref(), Some("iqn." | "eui." | "naa."))
         && v.len() <= 223
-        && !v.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',')
+        && !v
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',')
 }
 
 /// Parses a `numerical-value`: decimal, or hex with `0x`/`0X`.

@@ -13,6 +13,7 @@
 //! these modules.
 
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod keys;
 pub mod pdu;

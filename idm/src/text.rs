@@ -83,7 +83,10 @@ pub fn is_valid_key(key: &str) -> bool {
 pub fn is_text_value(v: &str) -> bool {
     v.bytes().all(|c| {
         c.is_ascii_alphanumeric()
-            || matches!(c, b'.' | b'-' | b'+' | b'@' | b'_' | b'/' | b'[' | b']' | b':')
+            || matches!(
+                c,
+                b'.' | b'-' | b'+' | b'@' | b'_' | b'/' | b'[' | b']' | b':'
+            )
     })
 }
 
@@ -394,7 +397,8 @@ mod tests {
 
     #[test]
     fn repeatable_target_address() {
-        let t = b"TargetName=iqn.a\0TargetAddress=10.0.0.1:3260,1\0TargetAddress=[fe80::1]:3260,1\0";
+        let t =
+            b"TargetName=iqn.a\0TargetAddress=10.0.0.1:3260,1\0TargetAddress=[fe80::1]:3260,1\0";
         assert_eq!(parse(t).unwrap().len(), 3);
         // SendTargets responses repeat TargetName as well.
         let t = b"TargetName=iqn.a\0TargetName=iqn.b\0";

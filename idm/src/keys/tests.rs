@@ -3,7 +3,11 @@
 use super::*;
 
 fn op_ctx() -> NegContext {
-    NegContext::new(Stage::OperationalNegotiation, true, &NegotiatedParams::default())
+    NegContext::new(
+        Stage::OperationalNegotiation,
+        true,
+        &NegotiatedParams::default(),
+    )
 }
 
 fn answer(local: &LocalConfig, key: &str, value: &str) -> Reply {
@@ -23,15 +27,42 @@ fn table_is_in_enum_order_and_complete() {
         assert!(crate::text::is_valid_key(d.name), "{}", d.name);
     }
     for name in [
-        "HeaderDigest", "DataDigest", "MaxConnections", "SendTargets", "TargetName",
-        "InitiatorName", "TargetAlias", "InitiatorAlias", "TargetAddress",
-        "TargetPortalGroupTag", "InitialR2T", "ImmediateData", "MaxRecvDataSegmentLength",
-        "MaxBurstLength", "FirstBurstLength", "DefaultTime2Wait", "DefaultTime2Retain",
-        "MaxOutstandingR2T", "DataPDUInOrder", "DataSequenceInOrder", "ErrorRecoveryLevel",
-        "SessionType", "AuthMethod", "OFMarker", "IFMarker", "OFMarkInt", "IFMarkInt",
-        "TaskReporting", "iSCSIProtocolLevel", "RDMAExtensions", "TargetRecvDataSegmentLength",
-        "InitiatorRecvDataSegmentLength", "MaxOutstandingUnexpectedPDUs", "MaxAHSLength",
-        "TaggedBufferForSolicitedDataOnly", "iSERHelloRequired",
+        "HeaderDigest",
+        "DataDigest",
+        "MaxConnections",
+        "SendTargets",
+        "TargetName",
+        "InitiatorName",
+        "TargetAlias",
+        "InitiatorAlias",
+        "TargetAddress",
+        "TargetPortalGroupTag",
+        "InitialR2T",
+        "ImmediateData",
+        "MaxRecvDataSegmentLength",
+        "MaxBurstLength",
+        "FirstBurstLength",
+        "DefaultTime2Wait",
+        "DefaultTime2Retain",
+        "MaxOutstandingR2T",
+        "DataPDUInOrder",
+        "DataSequenceInOrder",
+        "ErrorRecoveryLevel",
+        "SessionType",
+        "AuthMethod",
+        "OFMarker",
+        "IFMarker",
+        "OFMarkInt",
+        "IFMarkInt",
+        "TaskReporting",
+        "iSCSIProtocolLevel",
+        "RDMAExtensions",
+        "TargetRecvDataSegmentLength",
+        "InitiatorRecvDataSegmentLength",
+        "MaxOutstandingUnexpectedPDUs",
+        "MaxAHSLength",
+        "TaggedBufferForSolicitedDataOnly",
+        "iSERHelloRequired",
     ] {
         assert!(lookup(name).is_some(), "{name}");
     }
@@ -48,7 +79,10 @@ fn defaults_match_the_table() {
     };
     assert_eq!(u64::from(p.max_burst_length), num(K::MaxBurstLength));
     assert_eq!(u64::from(p.first_burst_length), num(K::FirstBurstLength));
-    assert_eq!(u64::from(p.max_recv_data_segment_length), num(K::MaxRecvDataSegmentLength));
+    assert_eq!(
+        u64::from(p.max_recv_data_segment_length),
+        num(K::MaxRecvDataSegmentLength)
+    );
     assert_eq!(u64::from(p.default_time2wait), num(K::DefaultTime2Wait));
     assert_eq!(u64::from(p.default_time2retain), num(K::DefaultTime2Retain));
     assert_eq!(u64::from(p.max_outstanding_r2t), num(K::MaxOutstandingR2T));
@@ -70,8 +104,14 @@ fn max_recv_data_segment_length_is_declarative() {
     assert_eq!(p.max_send_data_segment_length, 262_144);
     assert_eq!(p.max_recv_data_segment_length, 65536);
     // Out of range declarations are refused.
-    assert_eq!(answer(&local, "MaxRecvDataSegmentLength", "511"), Reply::Reject);
-    assert_eq!(answer(&local, "MaxRecvDataSegmentLength", "16777216"), Reply::Reject);
+    assert_eq!(
+        answer(&local, "MaxRecvDataSegmentLength", "511"),
+        Reply::Reject
+    );
+    assert_eq!(
+        answer(&local, "MaxRecvDataSegmentLength", "16777216"),
+        Reply::Reject
+    );
     // Allowed in full feature phase (Text negotiation) too.
     let ffp = NegContext::new(Stage::FullFeaturePhase, true, &p);
     assert!(negotiate(&local, &ffp, "MaxRecvDataSegmentLength", "8192").is_ok());
@@ -105,7 +145,10 @@ fn numeric_rejects() {
     assert_eq!(answer(&local, "MaxBurstLength", ""), Reply::Reject);
     assert_eq!(answer(&local, "MaxBurstLength", "-1"), Reply::Reject);
     assert_eq!(answer(&local, "MaxBurstLength", "0x"), Reply::Reject);
-    assert_eq!(answer(&local, "MaxBurstLength", "99999999999999999999999"), Reply::Reject);
+    assert_eq!(
+        answer(&local, "MaxBurstLength", "99999999999999999999999"),
+        Reply::Reject
+    );
     assert_eq!(answer(&local, "DefaultTime2Wait", "3601"), Reply::Reject);
 }
 
@@ -137,7 +180,10 @@ fn digest_lists() {
         header_digests: &[Digest::None],
         ..LocalConfig::default()
     };
-    assert_eq!(answer(&none_only, "HeaderDigest", "CRC32C,None"), val("None"));
+    assert_eq!(
+        answer(&none_only, "HeaderDigest", "CRC32C,None"),
+        val("None")
+    );
     assert_eq!(answer(&none_only, "HeaderDigest", "CRC32C"), Reply::Reject);
     let both = LocalConfig::default();
     assert_eq!(answer(&both, "HeaderDigest", "CRC32C,None"), val("CRC32C"));
@@ -149,14 +195,23 @@ fn digest_lists() {
     let n = negotiate(&both, &op_ctx(), "HeaderDigest", "CRC32C,None").unwrap();
     let mut p = NegotiatedParams::default();
     p.apply(K::HeaderDigest, n.agreed.as_ref().unwrap());
-    assert_eq!(p.digests(), Digests { header: true, data: false });
+    assert_eq!(
+        p.digests(),
+        Digests {
+            header: true,
+            data: false
+        }
+    );
 }
 
 #[test]
 fn unknown_and_private_keys() {
     let local = LocalConfig::default();
     assert_eq!(answer(&local, "FooBar", "1"), Reply::NotUnderstood);
-    assert_eq!(answer(&local, "X-com.example.Foo", "1"), Reply::NotUnderstood);
+    assert_eq!(
+        answer(&local, "X-com.example.Foo", "1"),
+        Reply::NotUnderstood
+    );
     assert_eq!(answer(&local, "X#vendor", "1"), Reply::NotUnderstood);
     assert!(is_private("X-com.example.Foo"));
     assert!(!is_private("MaxBurstLength"));
@@ -174,20 +229,30 @@ fn protocol_violations() {
         negotiate(&local, &ctx, "AuthMethod", "None"),
         Err(KeyError::WrongStage { .. })
     ));
-    let sec = NegContext::new(Stage::SecurityNegotiation, true, &NegotiatedParams::default());
+    let sec = NegContext::new(
+        Stage::SecurityNegotiation,
+        true,
+        &NegotiatedParams::default(),
+    );
     assert!(matches!(
         negotiate(&local, &sec, "MaxBurstLength", "512"),
         Err(KeyError::WrongStage { .. })
     ));
     assert!(negotiate(&local, &sec, "InitiatorName", "iqn.2024-01.test:i").is_ok());
-    let non_leading = NegContext { leading: false, ..ctx };
+    let non_leading = NegContext {
+        leading: false,
+        ..ctx
+    };
     assert_eq!(
         negotiate(&local, &non_leading, "MaxBurstLength", "512"),
         Err(KeyError::NotLeading("MaxBurstLength"))
     );
     // Connection keys are fine on any connection.
     assert!(negotiate(&local, &non_leading, "HeaderDigest", "None").is_ok());
-    let ffp = NegContext { stage: Stage::FullFeaturePhase, ..ctx };
+    let ffp = NegContext {
+        stage: Stage::FullFeaturePhase,
+        ..ctx
+    };
     assert!(matches!(
         negotiate(&local, &ffp, "InitialR2T", "Yes"),
         Err(KeyError::WrongStage { .. })
@@ -213,16 +278,30 @@ fn irrelevance() {
         session_type: SessionType::Discovery,
         ..op_ctx()
     };
-    for k in ["InitialR2T", "ImmediateData", "MaxBurstLength", "DataPDUInOrder"] {
+    for k in [
+        "InitialR2T",
+        "ImmediateData",
+        "MaxBurstLength",
+        "DataPDUInOrder",
+    ] {
         let v = if k == "MaxBurstLength" { "512" } else { "Yes" };
-        assert_eq!(negotiate(&local, &disc, k, v).unwrap().reply, Reply::Irrelevant, "{k}");
+        assert_eq!(
+            negotiate(&local, &disc, k, v).unwrap().reply,
+            Reply::Irrelevant,
+            "{k}"
+        );
     }
     assert_eq!(
-        negotiate(&local, &disc, "HeaderDigest", "None").unwrap().reply,
+        negotiate(&local, &disc, "HeaderDigest", "None")
+            .unwrap()
+            .reply,
         val("None")
     );
     // iSER keys without RDMAExtensions.
-    assert_eq!(answer(&local, "TargetRecvDataSegmentLength", "8192"), Reply::Irrelevant);
+    assert_eq!(
+        answer(&local, "TargetRecvDataSegmentLength", "8192"),
+        Reply::Irrelevant
+    );
     // FirstBurstLength with InitialR2T=Yes and ImmediateData=No.
     let no_unsolicited = NegContext {
         initial_r2t: true,
@@ -230,7 +309,9 @@ fn irrelevance() {
         ..op_ctx()
     };
     assert_eq!(
-        negotiate(&local, &no_unsolicited, "FirstBurstLength", "65536").unwrap().reply,
+        negotiate(&local, &no_unsolicited, "FirstBurstLength", "65536")
+            .unwrap()
+            .reply,
         Reply::Irrelevant
     );
 }
@@ -248,20 +329,30 @@ fn obsolete_markers() {
 #[test]
 fn declarations_and_names() {
     let local = LocalConfig::default();
-    let sec = NegContext::new(Stage::SecurityNegotiation, true, &NegotiatedParams::default());
+    let sec = NegContext::new(
+        Stage::SecurityNegotiation,
+        true,
+        &NegotiatedParams::default(),
+    );
     let n = negotiate(&local, &sec, "SessionType", "Discovery").unwrap();
     assert_eq!(n.reply, Reply::None);
     assert_eq!(n.agreed, Some(Value::Text("Discovery".to_owned())));
     assert_eq!(
-        negotiate(&local, &sec, "SessionType", "Bogus").unwrap().reply,
+        negotiate(&local, &sec, "SessionType", "Bogus")
+            .unwrap()
+            .reply,
         Reply::Reject
     );
     assert_eq!(
-        negotiate(&local, &sec, "InitiatorName", "not-a-name").unwrap().reply,
+        negotiate(&local, &sec, "InitiatorName", "not-a-name")
+            .unwrap()
+            .reply,
         Reply::Reject
     );
     assert_eq!(
-        negotiate(&local, &sec, "InitiatorAlias", "host ünïcode").unwrap().reply,
+        negotiate(&local, &sec, "InitiatorAlias", "host ünïcode")
+            .unwrap()
+            .reply,
         Reply::None
     );
     let chap = negotiate(&local, &sec, "CHAP_A", "5,7").unwrap();
@@ -280,9 +371,15 @@ fn auth_method_choice() {
         auth_methods: &[AuthMethod::Chap],
         ..LocalConfig::default()
     };
-    let sec = NegContext::new(Stage::SecurityNegotiation, true, &NegotiatedParams::default());
+    let sec = NegContext::new(
+        Stage::SecurityNegotiation,
+        true,
+        &NegotiatedParams::default(),
+    );
     assert_eq!(
-        negotiate(&chap, &sec, "AuthMethod", "None,CHAP").unwrap().reply,
+        negotiate(&chap, &sec, "AuthMethod", "None,CHAP")
+            .unwrap()
+            .reply,
         val("CHAP")
     );
     assert_eq!(
@@ -342,7 +439,11 @@ fn iser_negotiation() {
         rdma_extensions: true,
         ..op_ctx()
     };
-    let a = |v| negotiate(&lim, &ctx, "MaxOutstandingUnexpectedPDUs", v).unwrap().reply;
+    let a = |v| {
+        negotiate(&lim, &ctx, "MaxOutstandingUnexpectedPDUs", v)
+            .unwrap()
+            .reply
+    };
     assert_eq!(a("0"), val("8"));
     assert_eq!(a("4"), val("4"));
     assert_eq!(a("1"), Reply::Reject);
@@ -371,7 +472,11 @@ DataPDUInOrder=Yes\0DataSequenceInOrder=Yes\0MaxRecvDataSegmentLength=262144\0X-
     assert_eq!(get("FirstBurstLength"), Some(val("65536")));
     assert_eq!(get("InitialR2T"), Some(val("No")));
     assert_eq!(get("DefaultTime2Retain"), Some(val("0")));
-    assert_eq!(get("MaxRecvDataSegmentLength"), None, "declarative, not answered");
+    assert_eq!(
+        get("MaxRecvDataSegmentLength"),
+        None,
+        "declarative, not answered"
+    );
     assert_eq!(get("X-org.x"), Some(Reply::NotUnderstood));
     assert_eq!(p.max_burst_length, 1_048_576);
     assert_eq!(p.first_burst_length, 65_536);
@@ -407,7 +512,11 @@ fn first_burst_irrelevant_in_same_request() {
         ..LocalConfig::default()
     };
     let mut p = NegotiatedParams::default();
-    let offers = [("FirstBurstLength", "65536"), ("ImmediateData", "Yes"), ("InitialR2T", "Yes")];
+    let offers = [
+        ("FirstBurstLength", "65536"),
+        ("ImmediateData", "Yes"),
+        ("InitialR2T", "Yes"),
+    ];
     let r = negotiate_all(&local, Stage::OperationalNegotiation, true, &mut p, &offers).unwrap();
     assert_eq!(r[0], ("FirstBurstLength", Reply::Irrelevant));
     assert_eq!(r[1], ("ImmediateData", val("No")));
@@ -421,8 +530,14 @@ fn originator_checks_answers() {
     );
     assert!(resolve_answer(K::MaxBurstLength, "65536", "262144").is_err());
     assert!(resolve_answer(K::DefaultTime2Wait, "5", "2").is_err());
-    assert_eq!(resolve_answer(K::MaxBurstLength, "65536", "Reject").unwrap(), None);
-    assert_eq!(resolve_answer(K::MaxBurstLength, "65536", "NotUnderstood").unwrap(), None);
+    assert_eq!(
+        resolve_answer(K::MaxBurstLength, "65536", "Reject").unwrap(),
+        None
+    );
+    assert_eq!(
+        resolve_answer(K::MaxBurstLength, "65536", "NotUnderstood").unwrap(),
+        None
+    );
     assert!(resolve_answer(K::ImmediateData, "No", "Yes").is_err());
     assert!(resolve_answer(K::InitialR2T, "Yes", "No").is_err());
     assert_eq!(

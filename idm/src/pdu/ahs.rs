@@ -49,7 +49,9 @@ impl<'a> Iterator for AhsIter<'a> {
         let padded = (3 + len).div_ceil(4) * 4 - 3;
         let (Some(specific), Some(next)) = (tail.get(..len), tail.get(padded..)) else {
             self.rest = &[];
-            return Some(Err(PduError::InvalidField("AHSLength exceeds TotalAHSLength")));
+            return Some(Err(PduError::InvalidField(
+                "AHSLength exceeds TotalAHSLength",
+            )));
         };
         self.rest = next;
         Some(Ok(Ahs {

@@ -154,14 +154,46 @@ impl<T: AsRef<[u8]>> Bhs<T> {
         self.u32_at(20)
     }
 
-    /// CmdSN (bytes 24..28, initiator PDUs) or StatSN (target PDUs).
-    pub fn sn24(&self) -> u32 {
+    /// CmdSN (bytes 24..28) of an initiator PDU.
+    pub fn cmd_sn(&self) -> u32 {
         self.u32_at(24)
     }
 
-    /// ExpStatSN (bytes 28..32, initiator PDUs) or ExpCmdSN (target PDUs).
-    pub fn sn28(&self) -> u32 {
+    /// StatSN (bytes 24..28) of a target PDU.
+    pub fn stat_sn(&self) -> u32 {
+        self.u32_at(24)
+    }
+
+    /// ExpStatSN (bytes 28..32) of an initiator PDU.
+    pub fn exp_stat_sn(&self) -> u32 {
         self.u32_at(28)
+    }
+
+    /// ExpCmdSN (bytes 28..32) of a target PDU.
+    pub fn exp_cmd_sn(&self) -> u32 {
+        self.u32_at(28)
+    }
+
+    /// ISID (bytes 8..14) of a Login Request/Response.
+    pub fn isid(&self) -> [u8; 6] {
+        let h = self.as_bytes();
+        [h[8], h[9], h[10], h[11], h[12], h[13]]
+    }
+
+    /// TSIH (bytes 14..16) of a Login Request/Response.
+    pub fn tsih(&self) -> u16 {
+        self.u16_at(14)
+    }
+
+    /// CID (bytes 20..22) of a Login or Logout Request.
+    pub fn cid(&self) -> u16 {
+        self.u16_at(20)
+    }
+
+    /// Status-Class and Status-Detail (bytes 36, 37) of a Login Response.
+    pub fn login_status(&self) -> (u8, u8) {
+        let h = self.as_bytes();
+        (h[36], h[37])
     }
 
     /// MaxCmdSN (bytes 32..36, target PDUs).
@@ -257,6 +289,8 @@ mod tests {
         assert_eq!(v.lun(), 0x0001_0000_0000_0000);
         assert_eq!(v.itt(), 0xdead_beef);
         assert_eq!(v.u32_at(46), 0, "out of range reads as zero, never panics");
+        assert_eq!(v.isid(), [0, 1, 0, 0, 0, 0]);
+        assert_eq!(v.cid(), 0);
     }
 
     #[test]

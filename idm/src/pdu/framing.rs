@@ -91,9 +91,7 @@ impl FrameLayout {
 
     /// Bytes of the whole PDU.
     pub fn total_len(&self) -> usize {
-        self.header_len()
-            + self.padded_data_len()
-            + if self.data_digest { DIGEST_LEN } else { 0 }
+        self.header_len() + self.padded_data_len() + if self.data_digest { DIGEST_LEN } else { 0 }
     }
 }
 
@@ -307,6 +305,7 @@ impl PduReader {
     }
 
     fn skip(&mut self, total: usize, err: PduError) -> PduError {
+        tracing::debug!(error = %err, bytes = total, "skipping bad PDU");
         self.rejected = self
             .buf
             .get(self.start..)
@@ -389,6 +388,7 @@ impl PduReader {
         let (pdu, layout) = match self.check() {
             Check::NeedMore => return Ok(None),
             Check::Fatal(e) => {
+                tracing::debug!(error = %e, "PDU framing lost");
                 self.failed = Some(e);
                 return Err(e);
             }
@@ -406,7 +406,9 @@ impl PduReader {
         let ahs_region = live.get(BHS_LEN..BHS_LEN + layout.ahs_len).unwrap_or(&[]);
         let ahs = AhsSet::parse(ahs_region)?;
         let data_start = layout.header_len();
-        let data = live.get(data_start..data_start + layout.data_len).unwrap_or(&[]);
+        let data = live
+            .get(data_start..data_start + layout.data_len)
+            .unwrap_or(&[]);
         Ok(Some(RxPdu {
             pdu,
             header,
@@ -484,7 +486,10 @@ impl<'a> TxFrame<'a> {
         if digests.data && !data.is_empty() {
             let pad = ZERO_PAD.get(..frame.tail_len).unwrap_or(&[]);
             let d = to_wire(crc32c_append(crc32c(data), pad));
-            if let Some(dst) = frame.tail.get_mut(frame.tail_len..frame.tail_len + DIGEST_LEN) {
+            if let Some(dst) = frame
+                .tail
+                .get_mut(frame.tail_len..frame.tail_len + DIGEST_LEN)
+            {
                 dst.copy_from_slice(&d);
             }
             frame.tail_len += DIGEST_LEN;

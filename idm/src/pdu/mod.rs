@@ -30,8 +30,8 @@ pub use framing::{
 };
 pub use repr::{
     AsyncMessage, DataIn, DataInStatus, DataOut, LoginRequest, LoginResponse, LogoutRequest,
-    LogoutResponse, NopIn, NopOut, Pdu, R2t, Reject, ScsiCommand, ScsiResponse, Snack,
-    TargetSn, TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse,
+    LogoutResponse, NopIn, NopOut, Pdu, R2t, Reject, ScsiCommand, ScsiResponse, Snack, TargetSn,
+    TaskMgmtRequest, TaskMgmtResponse, TextRequest, TextResponse,
 };
 
 /// Digest helpers with explicit wire byte order.

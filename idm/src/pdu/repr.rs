@@ -128,7 +128,9 @@ impl NopOut {
             return Err(PduError::InvalidField("NOP-Out F bit must be 1"));
         }
         if bhs.itt() == RESERVED_TAG && !bhs.immediate() {
-            return Err(PduError::Protocol("NOP-Out with ITT 0xffffffff must be immediate"));
+            return Err(PduError::Protocol(
+                "NOP-Out with ITT 0xffffffff must be immediate",
+            ));
         }
         Ok(Self {
             immediate: bhs.immediate(),

@@ -170,7 +170,12 @@ fn golden_data_in_with_status() {
             residual_count: 0x200,
         }),
     };
-    golden(&wire, Pdu::DataIn(d), &[1, 2, 3, 4, 5, 6, 7, 8], Digests::NONE);
+    golden(
+        &wire,
+        Pdu::DataIn(d),
+        &[1, 2, 3, 4, 5, 6, 7, 8],
+        Digests::NONE,
+    );
 }
 
 #[test]
@@ -217,7 +222,12 @@ fn golden_login_request_with_text() {
         cmd_sn: 1,
         exp_stat_sn: 0,
     };
-    golden(&wire, Pdu::LoginRequest(l), b"HeaderDigest=None\0", Digests::NONE);
+    golden(
+        &wire,
+        Pdu::LoginRequest(l),
+        b"HeaderDigest=None\0",
+        Digests::NONE,
+    );
     let mut rx = PduReader::new(Role::Target, FrameLimits::LOGIN);
     rx.feed(&wire);
     let got = rx.next_pdu().unwrap().unwrap();
@@ -251,14 +261,21 @@ fn golden_login_response_with_text() {
         },
         status: LoginStatus::SUCCESS,
     };
-    golden(&wire, Pdu::LoginResponse(l), b"HeaderDigest=None\0", Digests::NONE);
+    golden(
+        &wire,
+        Pdu::LoginResponse(l),
+        b"HeaderDigest=None\0",
+        Digests::NONE,
+    );
 }
 
 #[test]
 fn golden_login_failure_status() {
-    let wire = bhs48("23 00 00 00  00 00 00 00  00 02 3d 00  00 01 00 00
+    let wire = bhs48(
+        "23 00 00 00  00 00 00 00  00 02 3d 00  00 01 00 00
                       00 00 00 00  00 00 00 00  00 00 00 00  00 00 00 00
-                      00 00 00 00  02 01 00 00  00 00 00 00  00 00 00 00");
+                      00 00 00 00  02 01 00 00  00 00 00 00  00 00 00 00",
+    );
     let Pdu::LoginResponse(l) = Pdu::parse(&Bhs::new_checked(&wire[..]).unwrap()).unwrap() else {
         panic!("not a login response");
     };
@@ -389,7 +406,9 @@ fn samples() -> Vec<Pdu> {
         max_cmd_sn: 0x2122_2324,
     };
     let mut cdb = [0u8; 16];
-    cdb.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8 + 1);
+    cdb.iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = i as u8 + 1);
     vec![
         Pdu::NopOut(NopOut {
             immediate: false,
@@ -576,7 +595,11 @@ fn round_trip_every_variant() {
         assert_eq!(bhs.itt(), pdu.itt());
         // And through the framer, with both digests.
         let data = [0x5au8; 5];
-        let data: &[u8] = if pdu.opcode().allows_data() { &data } else { &[] };
+        let data: &[u8] = if pdu.opcode().allows_data() {
+            &data
+        } else {
+            &[]
+        };
         let mut wire = Vec::new();
         TxFrame::from_pdu(&pdu, &[], data, Digests::BOTH)
             .unwrap()
@@ -650,15 +673,24 @@ fn header_field_errors() {
         b
     };
     assert!(matches!(parse_err(&data_in(0x01)), PduError::Protocol(_)));
-    assert!(matches!(parse_err(&data_in(0x82)), PduError::InvalidField(_)));
-    assert!(matches!(parse_err(&data_in(0x87)), PduError::InvalidField(_)));
+    assert!(matches!(
+        parse_err(&data_in(0x82)),
+        PduError::InvalidField(_)
+    ));
+    assert!(matches!(
+        parse_err(&data_in(0x87)),
+        PduError::InvalidField(_)
+    ));
     // Data segment on PDUs that cannot carry one.
     for op in [0x02u8, 0x06, 0x10, 0x22, 0x26, 0x31] {
         let mut b = Pdu::parse(&Bhs::new_checked(&samples_bytes(op)[..]).unwrap())
             .unwrap()
             .to_bytes();
         b[7] = 4;
-        assert!(matches!(parse_err(&b), PduError::InvalidField(_)), "{op:#x}");
+        assert!(
+            matches!(parse_err(&b), PduError::InvalidField(_)),
+            "{op:#x}"
+        );
     }
     // Reserved ITT required on Reject and Async; forbidden on SCSI Command.
     let mut b = samples_bytes(0x3f);
@@ -847,7 +879,12 @@ fn reader_large_pdus_are_read_in_place() {
         buffer_offset: 0,
     });
     let one = frame(&dout, &data, Digests::NONE);
-    let stream: Vec<u8> = one.iter().chain(one.iter()).chain(one.iter()).copied().collect();
+    let stream: Vec<u8> = one
+        .iter()
+        .chain(one.iter())
+        .chain(one.iter())
+        .copied()
+        .collect();
     let mut rest = &stream[..];
     let mut count = 0;
     while !rest.is_empty() {
@@ -1030,7 +1067,10 @@ fn extended_cdb_through_ahs_and_header_digest() {
     assert_eq!(s[1].len(), n);
     assert_eq!(s[2].len(), 4);
     assert_eq!(f.header()[4] as usize, n / 4);
-    assert_eq!(f.io_slices().iter().map(|s| s.len()).sum::<usize>(), f.wire_len());
+    assert_eq!(
+        f.io_slices().iter().map(|s| s.len()).sum::<usize>(),
+        f.wire_len()
+    );
     let mut wire = Vec::new();
     f.write_to(&mut wire);
     let mut rx = PduReader::new(
@@ -1104,13 +1144,18 @@ fn garbage_never_panics() {
             c.copy_from_slice(&next().to_le_bytes());
         }
         // Bias towards valid opcodes so the typed parsers run.
-        let ops = [0u8, 1, 2, 3, 4, 5, 6, 0x10, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x31, 0x32, 0x3f];
+        let ops = [
+            0u8, 1, 2, 3, 4, 5, 6, 0x10, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x31, 0x32, 0x3f,
+        ];
         b[0] = ops[(next() % ops.len() as u64) as usize] | (b[0] & 0xc0);
         if let Ok(p) = Pdu::parse(&Bhs::new_checked(&b[..]).unwrap()) {
             parsed += 1;
             // A parsed header re-emits to something that parses the same.
             let again = p.to_bytes();
-            assert_eq!(Pdu::parse(&Bhs::new_checked(&again[..]).unwrap()).unwrap(), p);
+            assert_eq!(
+                Pdu::parse(&Bhs::new_checked(&again[..]).unwrap()).unwrap(),
+                p
+            );
         }
         let _ = AhsSet::parse(&b[..(next() % 48) as usize]);
     }
