@@ -64,35 +64,69 @@ pub struct Client {
 impl Client {
     /// Connects to the daemon's socket.
     pub fn connect(path: &Path) -> Result<Client, ClientError> {
-        let connect_err = |error| ClientError::Connect { path: path.to_owned(), error };
+        let connect_err = |error| ClientError::Connect {
+            path: path.to_owned(),
+            error,
+        };
         let writer = UnixStream::connect(path).map_err(connect_err)?;
         let reader = BufReader::new(writer.try_clone().map_err(connect_err)?);
-        Ok(Client { path: path.to_owned(), reader, writer, next_id: 1 })
+        Ok(Client {
+            path: path.to_owned(),
+            reader,
+            writer,
+            next_id: 1,
+        })
     }
 
     /// Sends one command and returns its result.
     pub fn call<A: Serialize>(&mut self, cmd: &str, args: &A) -> Result<Value, ClientError> {
-        let args = serde_json::to_value(args).map_err(|e| ClientError::BadReply(format!("cannot encode arguments: {e}")))?;
+        let args = serde_json::to_value(args)
+            .map_err(|e| ClientError::BadReply(format!("cannot encode arguments: {e}")))?;
         let id = self.next_id;
         self.next_id += 1;
-        let req = Request { v: PROTOCOL_VERSION, id: id.into(), cmd: cmd.to_owned(), args };
-        let mut line = serde_json::to_string(&req).map_err(|e| ClientError::BadReply(e.to_string()))?;
+        let req = Request {
+            v: PROTOCOL_VERSION,
+            id: id.into(),
+            cmd: cmd.to_owned(),
+            args,
+        };
+        let mut line =
+            serde_json::to_string(&req).map_err(|e| ClientError::BadReply(e.to_string()))?;
         line.push('\n');
-        let io_err = |error| ClientError::Io { path: self.path.clone(), error };
+        let io_err = |error| ClientError::Io {
+            path: self.path.clone(),
+            error,
+        };
         self.writer.write_all(line.as_bytes()).map_err(io_err)?;
         let mut reply = String::new();
-        if self.reader.read_line(&mut reply).map_err(|error| ClientError::Io { path: self.path.clone(), error })? == 0 {
+        if self
+            .reader
+            .read_line(&mut reply)
+            .map_err(|error| ClientError::Io {
+                path: self.path.clone(),
+                error,
+            })?
+            == 0
+        {
             return Err(ClientError::BadReply("stmfd closed the connection".into()));
         }
-        let reply: Reply = serde_json::from_str(&reply).map_err(|e| ClientError::BadReply(e.to_string()))?;
+        let reply: Reply =
+            serde_json::from_str(&reply).map_err(|e| ClientError::BadReply(e.to_string()))?;
         if reply.id != id {
-            return Err(ClientError::BadReply(format!("reply id {} does not match request id {id}", reply.id)));
+            return Err(ClientError::BadReply(format!(
+                "reply id {} does not match request id {id}",
+                reply.id
+            )));
         }
         Ok(reply.into_result()?)
     }
 
     /// [`Client::call`], decoding the result as `T`.
-    pub fn call_as<T: DeserializeOwned, A: Serialize>(&mut self, cmd: &str, args: &A) -> Result<T, ClientError> {
+    pub fn call_as<T: DeserializeOwned, A: Serialize>(
+        &mut self,
+        cmd: &str,
+        args: &A,
+    ) -> Result<T, ClientError> {
         let v = self.call(cmd, args)?;
         serde_json::from_value(v).map_err(|e| ClientError::BadReply(format!("{cmd}: {e}")))
     }

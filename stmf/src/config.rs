@@ -17,6 +17,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 /// Version of the file format this build reads and writes.
@@ -78,7 +79,11 @@ impl ProviderEntry {
             Ok(v @ (serde_json::Value::Object(_) | serde_json::Value::Array(_))) => v,
             _ => serde_json::Value::String(config.to_owned()),
         };
-        ProviderEntry { name: name.to_owned(), path: path.to_owned(), config: value }
+        ProviderEntry {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            config: value,
+        }
     }
 
     /// The configuration string to give back to the provider.
@@ -112,15 +117,22 @@ impl PersistedConfig {
     /// Parses a file's contents, checking the version first so that a newer file is reported
     /// as such rather than as corrupt.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let corrupt = |reason: String| ConfigError::Corrupt { path: path.to_owned(), reason };
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+        let corrupt = |reason: String| ConfigError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
         let version = value
             .get("version")
             .ok_or_else(|| corrupt("no \"version\" field".into()))?
             .as_u64()
             .ok_or_else(|| corrupt("\"version\" is not a number".into()))?;
         if version != u64::from(CONFIG_VERSION) {
-            return Err(ConfigError::Version { path: path.to_owned(), found: version });
+            return Err(ConfigError::Version {
+                path: path.to_owned(),
+                found: version,
+            });
         }
         serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
     }
@@ -146,10 +158,18 @@ pub struct ConfigStore {
     /// the save; [`ConfigStore::close`] takes it exclusively.
     gate: RwLock<bool>,
     save_lock: Mutex<()>,
+    /// Whether the file exists (read at start or written since): the final save at shutdown
+    /// only refreshes an existing file, so an untouched daemon leaves no file behind and
+    /// the embedded default still applies at the next start.
+    has_file: AtomicBool,
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(std::io::Error) -> ConfigError + 'a {
-    move |source| ConfigError::Io { path: path.to_owned(), op, source }
+    move |source| ConfigError::Io {
+        path: path.to_owned(),
+        op,
+        source,
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -166,7 +186,14 @@ impl ConfigStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
         let path = dir.join(CONFIG_FILE);
-        ConfigStore { dir, path, retained: Mutex::new(Vec::new()), gate: RwLock::new(false), save_lock: Mutex::new(()) }
+        ConfigStore {
+            dir,
+            path,
+            retained: Mutex::new(Vec::new()),
+            gate: RwLock::new(false),
+            save_lock: Mutex::new(()),
+            has_file: AtomicBool::new(false),
+        }
     }
 
     /// Path of the configuration file.
@@ -180,10 +207,14 @@ impl ConfigStore {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(ConfigError::Corrupt { path: self.path.clone(), reason: "not UTF-8".into() })
+                return Err(ConfigError::Corrupt {
+                    path: self.path.clone(),
+                    reason: "not UTF-8".into(),
+                })
             }
             Err(e) => return Err(io_err(&self.path, "read")(e)),
         };
+        self.has_file.store(true, Ordering::SeqCst);
         PersistedConfig::parse(&self.path, &text).map(Some)
     }
 
@@ -215,7 +246,10 @@ impl ConfigStore {
     /// The saved configuration string of a retained provider whose library is `path` (to
     /// hand it over when the admin loads that library again).
     pub fn retained_config_for_path(&self, path: &str) -> Option<String> {
-        lock(&self.retained).iter().find(|p| p.entry.path == path).map(|p| p.entry.config_string())
+        lock(&self.retained)
+            .iter()
+            .find(|p| p.entry.path == path)
+            .map(|p| p.entry.config_string())
     }
 
     /// Starts a change: fails once the store is closed.
@@ -248,7 +282,12 @@ impl ConfigStore {
                 providers.push(r.entry.clone());
             }
         }
-        PersistedConfig { version: CONFIG_VERSION, settings: stmf.settings(), providers, core: stmf.export_config() }
+        PersistedConfig {
+            version: CONFIG_VERSION,
+            settings: stmf.settings(),
+            providers,
+            core: stmf.export_config(),
+        }
     }
 
     /// Saves the running configuration atomically.
@@ -258,14 +297,18 @@ impl ConfigStore {
         self.write(&cfg)
     }
 
-    /// Saves a last time and refuses every later change; waits for changes in progress.
+    /// Waits for changes in progress, refuses every later change, and saves a last time if
+    /// the file exists.
     pub fn close(&self, stmf: &Stmf) -> Result<(), ConfigError> {
         let mut g = self.gate.write().unwrap_or_else(|p| p.into_inner());
         if *g {
             return Ok(());
         }
         *g = true;
-        self.save(stmf)
+        if self.has_file.load(Ordering::SeqCst) {
+            self.save(stmf)?;
+        }
+        Ok(())
     }
 
     /// Writes `cfg` atomically: temporary file, fsync, rename, fsync of the directory.
@@ -282,14 +325,20 @@ impl ConfigStore {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(io_err(&tmp, "create"))?;
-            f.write_all(text.as_bytes()).map_err(io_err(&tmp, "write"))?;
+            f.write_all(text.as_bytes())
+                .map_err(io_err(&tmp, "write"))?;
             f.sync_all().map_err(io_err(&tmp, "fsync"))?;
             drop(f);
             fs::rename(&tmp, &self.path).map_err(io_err(&self.path, "rename"))?;
-            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err(&self.dir, "fsync"))
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&self.dir, "fsync"))
         })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+        match &result {
+            Ok(()) => self.has_file.store(true, Ordering::SeqCst),
+            Err(_) => {
+                let _ = fs::remove_file(&tmp);
+            }
         }
         result
     }
@@ -301,14 +350,28 @@ mod tests {
 
     #[test]
     fn provider_config_round_trips() {
-        for c in ["", "plain", "{\"luns\":[1,2]}", "[1]", "\"quoted\"", "5", "null"] {
+        for c in [
+            "",
+            "plain",
+            "{\"luns\":[1,2]}",
+            "[1]",
+            "\"quoted\"",
+            "5",
+            "null",
+        ] {
             let e = ProviderEntry::new("p", "/x.so", c);
             let text = serde_json::to_string(&e).unwrap();
             let back: ProviderEntry = serde_json::from_str(&text).unwrap();
-            let expect = if c.starts_with('{') || c.starts_with('[') { c.replace(' ', "") } else { c.to_owned() };
+            let expect = if c.starts_with('{') || c.starts_with('[') {
+                c.replace(' ', "")
+            } else {
+                c.to_owned()
+            };
             assert_eq!(back.config_string(), expect, "config {c:?}");
         }
-        assert!(ProviderEntry::new("p", "/x.so", "{\"a\":1}").config.is_object());
+        assert!(ProviderEntry::new("p", "/x.so", "{\"a\":1}")
+            .config
+            .is_object());
     }
 
     #[test]
@@ -345,6 +408,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(store.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 }

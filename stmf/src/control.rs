@@ -50,7 +50,10 @@ pub struct ErrorBody {
 
 impl From<StmfError> for ErrorBody {
     fn from(e: StmfError) -> Self {
-        ErrorBody { kind: e.kind, message: e.message }
+        ErrorBody {
+            kind: e.kind,
+            message: e.message,
+        }
     }
 }
 
@@ -81,18 +84,33 @@ pub struct Reply {
 impl Reply {
     /// A successful reply.
     pub fn ok(id: Value, result: Value) -> Self {
-        Reply { v: PROTOCOL_VERSION, id, ok: true, result: Some(result), error: None }
+        Reply {
+            v: PROTOCOL_VERSION,
+            id,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
     }
     /// A failed reply.
     pub fn err(id: Value, e: StmfError) -> Self {
-        Reply { v: PROTOCOL_VERSION, id, ok: false, result: None, error: Some(e.into()) }
+        Reply {
+            v: PROTOCOL_VERSION,
+            id,
+            ok: false,
+            result: None,
+            error: Some(e.into()),
+        }
     }
     /// The reply as a `Result`.
     pub fn into_result(self) -> Result<Value> {
         match (self.ok, self.error) {
             (true, _) => Ok(self.result.unwrap_or(Value::Null)),
             (false, Some(e)) => Err(e.into()),
-            (false, None) => Err(StmfError::new(ErrorKind::Protocol, "error reply without an error member")),
+            (false, None) => Err(StmfError::new(
+                ErrorKind::Protocol,
+                "error reply without an error member",
+            )),
         }
     }
 }
@@ -244,47 +262,60 @@ struct Command {
     run: Handler,
 }
 
+/// The command changes state: the configuration is saved after it.
+const SAVES: bool = true;
+/// The command only reads.
+const READS: bool = false;
+
+const fn cmd(name: &'static str, mutating: bool, run: Handler) -> Command {
+    Command {
+        name,
+        mutating,
+        run,
+    }
+}
+
 const COMMANDS: &[Command] = &[
-    Command { name: "list-state", mutating: false, run: list_state },
-    Command { name: "list-provider", mutating: false, run: list_provider },
-    Command { name: "load-provider", mutating: true, run: load_provider },
-    Command { name: "unload-provider", mutating: true, run: unload_provider },
-    Command { name: "provider-control", mutating: true, run: provider_control },
-    Command { name: "create-hg", mutating: true, run: |c, a| name_op(c, a, Stmf::create_hg) },
-    Command { name: "delete-hg", mutating: true, run: |c, a| name_op(c, a, Stmf::delete_hg) },
-    Command {
-        name: "add-hg-member",
-        mutating: true,
-        run: |c, a| members_op(c, a, Stmf::add_hg_member, Stmf::remove_hg_member),
-    },
-    Command {
-        name: "remove-hg-member",
-        mutating: true,
-        run: |c, a| members_op(c, a, Stmf::remove_hg_member, Stmf::add_hg_member),
-    },
-    Command { name: "list-hg", mutating: false, run: |c, a| list_groups(c, a, Stmf::list_hg, "host group") },
-    Command { name: "create-tg", mutating: true, run: |c, a| name_op(c, a, Stmf::create_tg) },
-    Command { name: "delete-tg", mutating: true, run: |c, a| name_op(c, a, Stmf::delete_tg) },
-    Command {
-        name: "add-tg-member",
-        mutating: true,
-        run: |c, a| members_op(c, a, Stmf::add_tg_member, Stmf::remove_tg_member),
-    },
-    Command {
-        name: "remove-tg-member",
-        mutating: true,
-        run: |c, a| members_op(c, a, Stmf::remove_tg_member, Stmf::add_tg_member),
-    },
-    Command { name: "list-tg", mutating: false, run: |c, a| list_groups(c, a, Stmf::list_tg, "target group") },
-    Command { name: "add-view", mutating: true, run: add_view },
-    Command { name: "remove-view", mutating: true, run: remove_view },
-    Command { name: "list-view", mutating: false, run: list_view },
-    Command { name: "list-lu", mutating: false, run: list_lu },
-    Command { name: "online-lu", mutating: true, run: |c, a| guid_op(c, a, Stmf::online_lu) },
-    Command { name: "offline-lu", mutating: true, run: |c, a| guid_op(c, a, Stmf::offline_lu) },
-    Command { name: "list-target", mutating: false, run: list_target },
-    Command { name: "online-target", mutating: true, run: |c, a| name_op(c, a, Stmf::online_target) },
-    Command { name: "offline-target", mutating: true, run: |c, a| name_op(c, a, Stmf::offline_target) },
+    cmd("list-state", READS, list_state),
+    cmd("list-provider", READS, list_provider),
+    cmd("load-provider", SAVES, load_provider),
+    cmd("unload-provider", SAVES, unload_provider),
+    cmd("provider-control", SAVES, provider_control),
+    cmd("create-hg", SAVES, |c, a| name_op(c, a, Stmf::create_hg)),
+    cmd("delete-hg", SAVES, |c, a| name_op(c, a, Stmf::delete_hg)),
+    cmd("add-hg-member", SAVES, |c, a| {
+        members_op(c, a, Stmf::add_hg_member, Stmf::remove_hg_member)
+    }),
+    cmd("remove-hg-member", SAVES, |c, a| {
+        members_op(c, a, Stmf::remove_hg_member, Stmf::add_hg_member)
+    }),
+    cmd("list-hg", READS, |c, a| {
+        list_groups(c, a, Stmf::list_hg, "host group")
+    }),
+    cmd("create-tg", SAVES, |c, a| name_op(c, a, Stmf::create_tg)),
+    cmd("delete-tg", SAVES, |c, a| name_op(c, a, Stmf::delete_tg)),
+    cmd("add-tg-member", SAVES, |c, a| {
+        members_op(c, a, Stmf::add_tg_member, Stmf::remove_tg_member)
+    }),
+    cmd("remove-tg-member", SAVES, |c, a| {
+        members_op(c, a, Stmf::remove_tg_member, Stmf::add_tg_member)
+    }),
+    cmd("list-tg", READS, |c, a| {
+        list_groups(c, a, Stmf::list_tg, "target group")
+    }),
+    cmd("add-view", SAVES, add_view),
+    cmd("remove-view", SAVES, remove_view),
+    cmd("list-view", READS, list_view),
+    cmd("list-lu", READS, list_lu),
+    cmd("online-lu", SAVES, |c, a| guid_op(c, a, Stmf::online_lu)),
+    cmd("offline-lu", SAVES, |c, a| guid_op(c, a, Stmf::offline_lu)),
+    cmd("list-target", READS, list_target),
+    cmd("online-target", SAVES, |c, a| {
+        name_op(c, a, Stmf::online_target)
+    }),
+    cmd("offline-target", SAVES, |c, a| {
+        name_op(c, a, Stmf::offline_target)
+    }),
 ];
 
 /// Names of the commands the protocol knows, in documentation order.
@@ -297,14 +328,18 @@ fn protocol(msg: impl Into<String>) -> StmfError {
 }
 
 fn to_value<T: Serialize>(v: T) -> Result<Value> {
-    serde_json::to_value(v).map_err(|e| StmfError::new(ErrorKind::Internal, format!("cannot encode result: {e}")))
+    serde_json::to_value(v)
+        .map_err(|e| StmfError::new(ErrorKind::Internal, format!("cannot encode result: {e}")))
 }
 
 /// Answers one request line (without its newline) with one reply line (without newline).
 pub fn handle(stmf: &Stmf, store: &ConfigStore, line: &str) -> String {
     let reply = handle_request(stmf, store, line);
     serde_json::to_string(&reply).unwrap_or_else(|e| {
-        let r = Reply::err(reply.id, StmfError::new(ErrorKind::Internal, format!("cannot encode reply: {e}")));
+        let r = Reply::err(
+            reply.id,
+            StmfError::new(ErrorKind::Internal, format!("cannot encode reply: {e}")),
+        );
         serde_json::to_string(&r).unwrap_or_default()
     })
 }
@@ -313,7 +348,12 @@ pub fn handle(stmf: &Stmf, store: &ConfigStore, line: &str) -> String {
 pub fn handle_request(stmf: &Stmf, store: &ConfigStore, line: &str) -> Reply {
     let value: Value = match serde_json::from_str(line) {
         Ok(v) => v,
-        Err(e) => return Reply::err(Value::Null, protocol(format!("malformed JSON request: {e}"))),
+        Err(e) => {
+            return Reply::err(
+                Value::Null,
+                protocol(format!("malformed JSON request: {e}")),
+            )
+        }
     };
     let Value::Object(mut obj) = value else {
         return Reply::err(Value::Null, protocol("a request must be a JSON object"));
@@ -331,7 +371,11 @@ pub fn handle_request(stmf: &Stmf, store: &ConfigStore, line: &str) -> Reply {
 /// Checks `v`, `cmd` and `args` (`id` already removed).
 fn parse_envelope(mut obj: serde_json::Map<String, Value>) -> Result<(&'static Command, Value)> {
     match obj.remove("v") {
-        None => return Err(protocol(format!("missing \"v\": protocol version (stmfd speaks version {PROTOCOL_VERSION})"))),
+        None => {
+            return Err(protocol(format!(
+                "missing \"v\": protocol version (stmfd speaks version {PROTOCOL_VERSION})"
+            )))
+        }
         Some(v) if v.as_u64() == Some(u64::from(PROTOCOL_VERSION)) => {}
         Some(v) => {
             return Err(protocol(format!(
@@ -347,14 +391,23 @@ fn parse_envelope(mut obj: serde_json::Map<String, Value>) -> Result<(&'static C
     let args = match obj.remove("args") {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(a @ Value::Object(_)) => a,
-        Some(_) => return Err(StmfError::invalid(format!("{cmd}: \"args\" must be a JSON object"))),
+        Some(_) => {
+            return Err(StmfError::invalid(format!(
+                "{cmd}: \"args\" must be a JSON object"
+            )))
+        }
     };
     if let Some(k) = obj.keys().next() {
-        return Err(protocol(format!("unknown request member {k:?} (expected v, id, cmd, args)")));
+        return Err(protocol(format!(
+            "unknown request member {k:?} (expected v, id, cmd, args)"
+        )));
     }
     let command = COMMANDS.iter().find(|c| c.name == cmd).ok_or_else(|| {
         let known: Vec<&str> = command_names().collect();
-        protocol(format!("unknown command {cmd:?}; known commands: {}", known.join(", ")))
+        protocol(format!(
+            "unknown command {cmd:?}; known commands: {}",
+            known.join(", ")
+        ))
     })?;
     Ok((command, args))
 }
@@ -368,7 +421,11 @@ fn dispatch(stmf: &Stmf, store: &ConfigStore, cmd: &Command, args: Value) -> Res
     } else {
         None
     };
-    let ctx = Ctx { stmf, store, dirty: Cell::new(false) };
+    let ctx = Ctx {
+        stmf,
+        store,
+        dirty: Cell::new(false),
+    };
     let result = (cmd.run)(&ctx, args).map_err(|mut e| {
         if e.kind == ErrorKind::InvalidArgument && !e.message.starts_with(cmd.name) {
             e.message = format!("{}: {}", cmd.name, e.message);
@@ -377,7 +434,9 @@ fn dispatch(stmf: &Stmf, store: &ConfigStore, cmd: &Command, args: Value) -> Res
     });
     match &result {
         Ok(_) => tracing::debug!(cmd = cmd.name, "control request done"),
-        Err(e) => tracing::debug!(cmd = cmd.name, kind = ?e.kind, "control request failed: {}", e.message),
+        Err(e) => {
+            tracing::debug!(cmd = cmd.name, kind = ?e.kind, "control request failed: {}", e.message)
+        }
     }
     if !ctx.dirty.get() {
         return result;
@@ -397,8 +456,10 @@ fn dispatch(stmf: &Stmf, store: &ConfigStore, cmd: &Command, args: Value) -> Res
 }
 
 fn save_failed(cmd: &str, e: &ConfigError) -> StmfError {
-    let kind = if matches!(e, ConfigError::Closed) { ErrorKind::BadState } else { ErrorKind::Io };
-    StmfError::new(kind, format!("{cmd} was applied but the configuration could not be saved: {e}"))
+    StmfError::new(
+        ErrorKind::Io,
+        format!("{cmd} was applied but the configuration could not be saved: {e}"),
+    )
 }
 
 fn args<T: DeserializeOwned>(v: Value) -> Result<T> {
@@ -419,7 +480,9 @@ fn select<T, K: PartialEq>(
     let mut items: Vec<Option<T>> = items.into_iter().map(Some).collect();
     let mut out = Vec::with_capacity(wanted.len());
     for w in wanted {
-        let pos = items.iter().position(|i| i.as_ref().is_some_and(|i| key(i) == w));
+        let pos = items
+            .iter()
+            .position(|i| i.as_ref().is_some_and(|i| key(i) == w));
         match pos.and_then(|p| items[p].take()) {
             Some(i) => out.push(i),
             None if out.iter().any(|i| key(i) == w) => {} // asked twice
@@ -457,10 +520,16 @@ fn list_provider(c: &Ctx<'_>, a: Value) -> Result<Value> {
 fn load_provider(c: &Ctx<'_>, a: Value) -> Result<Value> {
     let a: PathArgs = args(a)?;
     if !Path::new(&a.path).is_absolute() {
-        return Err(StmfError::invalid(format!("provider path {:?} is not absolute", a.path)));
+        return Err(StmfError::invalid(format!(
+            "provider path {:?} is not absolute",
+            a.path
+        )));
     }
     // A provider of the saved configuration that failed to load gets its configuration back.
-    let config = c.store.retained_config_for_path(&a.path).unwrap_or_default();
+    let config = c
+        .store
+        .retained_config_for_path(&a.path)
+        .unwrap_or_default();
     let info = c.changed(c.stmf.load_provider(Path::new(&a.path), &config))?;
     c.store.forget_provider(&info.name);
     c.store.forget_provider_path(&a.path);
@@ -472,7 +541,9 @@ fn unload_provider(c: &Ctx<'_>, a: Value) -> Result<Value> {
     match c.stmf.unload_provider(&a.name) {
         Ok(()) => c.dirty.set(true),
         // A saved provider that is not loaded: drop it from the configuration.
-        Err(e) if e.kind == ErrorKind::NotFound && c.store.forget_provider(&a.name) => c.dirty.set(true),
+        Err(e) if e.kind == ErrorKind::NotFound && c.store.forget_provider(&a.name) => {
+            c.dirty.set(true)
+        }
         Err(e) => return Err(e),
     }
     Ok(Value::Null)
@@ -482,7 +553,9 @@ fn provider_control(c: &Ctx<'_>, a: Value) -> Result<Value> {
     let a: ProviderControlArgs = args(a)?;
     // Even a failed request may have changed the provider's objects: always save.
     c.dirty.set(true);
-    let reply = c.stmf.provider_control(&a.provider, &a.request.to_string())?;
+    let reply = c
+        .stmf
+        .provider_control(&a.provider, &a.request.to_string())?;
     Ok(serde_json::from_str(&reply).unwrap_or(Value::String(reply)))
 }
 
@@ -523,14 +596,29 @@ fn members_op(
     Ok(Value::Null)
 }
 
-fn list_groups(c: &Ctx<'_>, a: Value, list: fn(&Stmf) -> Vec<GroupInfo>, what: &str) -> Result<Value> {
+fn list_groups(
+    c: &Ctx<'_>,
+    a: Value,
+    list: fn(&Stmf) -> Vec<GroupInfo>,
+    what: &str,
+) -> Result<Value> {
     let a: NamesArgs = args(a)?;
-    to_value(select(list(c.stmf), a.names, |g| g.name.clone(), |n| format!("{what} {n} not found"))?)
+    to_value(select(
+        list(c.stmf),
+        a.names,
+        |g| g.name.clone(),
+        |n| format!("{what} {n} not found"),
+    )?)
 }
 
 fn add_view(c: &Ctx<'_>, a: Value) -> Result<Value> {
     let a: AddViewArgs = args(a)?;
-    let entry = c.changed(c.stmf.add_view(a.guid, a.host_group.as_deref(), a.target_group.as_deref(), a.lun))?;
+    let entry = c.changed(c.stmf.add_view(
+        a.guid,
+        a.host_group.as_deref(),
+        a.target_group.as_deref(),
+        a.lun,
+    ))?;
     to_value(entry)
 }
 
@@ -544,8 +632,14 @@ fn remove_view(c: &Ctx<'_>, a: Value) -> Result<Value> {
         (false, false) => {
             // Check them all first so that a typo removes nothing.
             let existing = c.stmf.list_view(a.guid)?;
-            if let Some(missing) = entries.iter().find(|e| !existing.iter().any(|v| v.index == **e)) {
-                return Err(StmfError::not_found(format!("view entry {missing} of LU {} not found", a.guid)));
+            if let Some(missing) = entries
+                .iter()
+                .find(|e| !existing.iter().any(|v| v.index == **e))
+            {
+                return Err(StmfError::not_found(format!(
+                    "view entry {missing} of LU {} not found",
+                    a.guid
+                )));
             }
             let mut n = 0;
             for e in entries {
@@ -563,17 +657,32 @@ fn remove_view(c: &Ctx<'_>, a: Value) -> Result<Value> {
 fn list_view(c: &Ctx<'_>, a: Value) -> Result<Value> {
     let a: ListViewArgs = args(a)?;
     let not_found = |e: &u32| format!("view entry {e} of LU {} not found", a.guid);
-    to_value(select(c.stmf.list_view(a.guid)?, a.entries, |v| v.index, not_found)?)
+    to_value(select(
+        c.stmf.list_view(a.guid)?,
+        a.entries,
+        |v| v.index,
+        not_found,
+    )?)
 }
 
 fn list_lu(c: &Ctx<'_>, a: Value) -> Result<Value> {
     let a: GuidsArgs = args(a)?;
-    to_value(select(c.stmf.list_lu(), a.guids, |l| l.guid, |g| format!("LU {g} not found"))?)
+    to_value(select(
+        c.stmf.list_lu(),
+        a.guids,
+        |l| l.guid,
+        |g| format!("LU {g} not found"),
+    )?)
 }
 
 fn list_target(c: &Ctx<'_>, a: Value) -> Result<Value> {
     let a: NamesArgs = args(a)?;
-    to_value(select(c.stmf.list_targets(), a.names, |t| t.name.clone(), |n| format!("target {n} not found"))?)
+    to_value(select(
+        c.stmf.list_targets(),
+        a.names,
+        |t| t.name.clone(),
+        |n| format!("target {n} not found"),
+    )?)
 }
 
 // ---- connection loop ----
@@ -583,24 +692,37 @@ fn list_target(c: &Ctx<'_>, a: Value) -> Result<Value> {
 /// A line longer than [`MAX_REQUEST_LINE`] gets a `protocol` error and the connection is
 /// closed (the rest of the line cannot be skipped safely); every other bad request gets an
 /// error reply and the connection goes on.
-pub fn serve_connection(stmf: &Stmf, store: &ConfigStore, mut reader: impl BufRead, mut writer: impl Write) -> io::Result<()> {
+pub fn serve_connection(
+    stmf: &Stmf,
+    store: &ConfigStore,
+    mut reader: impl BufRead,
+    mut writer: impl Write,
+) -> io::Result<()> {
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = reader.by_ref().take(MAX_REQUEST_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
+        let n = reader
+            .by_ref()
+            .take(MAX_REQUEST_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)?;
         if n == 0 {
             return Ok(());
         }
         let complete = buf.last() == Some(&b'\n');
         if !complete && buf.len() > MAX_REQUEST_LINE {
-            let e = protocol(format!("request line longer than {MAX_REQUEST_LINE} bytes; closing the connection"));
+            let e = protocol(format!(
+                "request line longer than {MAX_REQUEST_LINE} bytes; closing the connection"
+            ));
             write_reply(&mut writer, &Reply::err(Value::Null, e))?;
             return Ok(());
         }
         let line = match std::str::from_utf8(&buf) {
             Ok(s) => s.trim(),
             Err(_) => {
-                write_reply(&mut writer, &Reply::err(Value::Null, protocol("request is not UTF-8")))?;
+                write_reply(
+                    &mut writer,
+                    &Reply::err(Value::Null, protocol("request is not UTF-8")),
+                )?;
                 continue;
             }
         };
@@ -631,9 +753,18 @@ mod tests {
     fn select_filters_in_order() {
         let items = vec![1u32, 2, 3];
         let nf = |i: &u32| format!("entry {i} not found");
-        assert_eq!(select(items.clone(), None, |i| *i, nf).unwrap(), vec![1, 2, 3]);
-        assert_eq!(select(items.clone(), Some(vec![]), |i| *i, nf).unwrap(), vec![1, 2, 3]);
-        assert_eq!(select(items.clone(), Some(vec![3, 1, 3]), |i| *i, nf).unwrap(), vec![3, 1]);
+        assert_eq!(
+            select(items.clone(), None, |i| *i, nf).unwrap(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            select(items.clone(), Some(vec![]), |i| *i, nf).unwrap(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            select(items.clone(), Some(vec![3, 1, 3]), |i| *i, nf).unwrap(),
+            vec![3, 1]
+        );
         let e = select(items, Some(vec![4]), |i| *i, nf).unwrap_err();
         assert_eq!(e.kind, ErrorKind::NotFound);
         assert_eq!(e.message, "entry 4 not found");
@@ -642,17 +773,44 @@ mod tests {
     #[test]
     fn envelope_errors() {
         let parse = |s: &str| {
-            let Value::Object(mut o) = serde_json::from_str::<Value>(s).unwrap() else { panic!() };
+            let Value::Object(mut o) = serde_json::from_str::<Value>(s).unwrap() else {
+                panic!()
+            };
             o.remove("id");
             parse_envelope(o).map(|(c, a)| (c.name, a))
         };
-        assert_eq!(parse(r#"{"v":2,"cmd":"list-lu"}"#).unwrap_err().kind, ErrorKind::Protocol);
-        assert!(parse(r#"{"v":2,"cmd":"list-lu"}"#).unwrap_err().message.contains("version 1"));
-        assert_eq!(parse(r#"{"cmd":"list-lu"}"#).unwrap_err().kind, ErrorKind::Protocol);
-        assert_eq!(parse(r#"{"v":1,"cmd":"nope"}"#).unwrap_err().kind, ErrorKind::Protocol);
-        assert_eq!(parse(r#"{"v":1,"cmd":7}"#).unwrap_err().kind, ErrorKind::Protocol);
-        assert_eq!(parse(r#"{"v":1,"cmd":"list-lu","args":[]}"#).unwrap_err().kind, ErrorKind::InvalidArgument);
-        assert_eq!(parse(r#"{"v":1,"cmd":"list-lu","extra":1}"#).unwrap_err().kind, ErrorKind::Protocol);
+        assert_eq!(
+            parse(r#"{"v":2,"cmd":"list-lu"}"#).unwrap_err().kind,
+            ErrorKind::Protocol
+        );
+        assert!(parse(r#"{"v":2,"cmd":"list-lu"}"#)
+            .unwrap_err()
+            .message
+            .contains("version 1"));
+        assert_eq!(
+            parse(r#"{"cmd":"list-lu"}"#).unwrap_err().kind,
+            ErrorKind::Protocol
+        );
+        assert_eq!(
+            parse(r#"{"v":1,"cmd":"nope"}"#).unwrap_err().kind,
+            ErrorKind::Protocol
+        );
+        assert_eq!(
+            parse(r#"{"v":1,"cmd":7}"#).unwrap_err().kind,
+            ErrorKind::Protocol
+        );
+        assert_eq!(
+            parse(r#"{"v":1,"cmd":"list-lu","args":[]}"#)
+                .unwrap_err()
+                .kind,
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            parse(r#"{"v":1,"cmd":"list-lu","extra":1}"#)
+                .unwrap_err()
+                .kind,
+            ErrorKind::Protocol
+        );
         let (name, a) = parse(r#"{"v":1,"cmd":"list-lu"}"#).unwrap();
         assert_eq!((name, a), ("list-lu", serde_json::json!({})));
     }
@@ -665,16 +823,24 @@ mod tests {
         assert!(args::<NameArgs>(serde_json::json!({"name": 5})).is_err());
         assert!(args::<NameArgs>(serde_json::json!({"name": "a", "x": 1})).is_err());
         assert!(args::<GuidArgs>(serde_json::json!({"guid": "xyz"})).is_err());
-        let v: RemoveViewArgs = args(serde_json::json!({"guid": "600144F0000000000000000000000001", "all": true})).unwrap();
+        let v: RemoveViewArgs =
+            args(serde_json::json!({"guid": "600144F0000000000000000000000001", "all": true}))
+                .unwrap();
         assert!(v.all && v.entries.is_none());
     }
 
     #[test]
     fn reply_shapes() {
         let ok = serde_json::to_value(Reply::ok(serde_json::json!(7), Value::Null)).unwrap();
-        assert_eq!(ok, serde_json::json!({"v":1,"id":7,"ok":true,"result":null}));
+        assert_eq!(
+            ok,
+            serde_json::json!({"v":1,"id":7,"ok":true,"result":null})
+        );
         let err = serde_json::to_value(Reply::err(Value::Null, StmfError::not_found("x"))).unwrap();
-        assert_eq!(err, serde_json::json!({"v":1,"id":null,"ok":false,"error":{"kind":"not-found","message":"x"}}));
+        assert_eq!(
+            err,
+            serde_json::json!({"v":1,"id":null,"ok":false,"error":{"kind":"not-found","message":"x"}})
+        );
         let back: Reply = serde_json::from_value(ok).unwrap();
         assert_eq!(back.into_result().unwrap(), Value::Null);
     }

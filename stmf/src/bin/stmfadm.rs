@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use stmf::cli::{self, print_fields, state_label, value_label, Client, GlobalOpts};
 use stmf::control::{
-    AddViewArgs, GuidArgs, GuidsArgs, ListViewArgs, MembersArgs, NameArgs, NamesArgs, NoArgs, PathArgs,
-    ProviderControlArgs, RemoveViewArgs,
+    AddViewArgs, GuidArgs, GuidsArgs, ListViewArgs, MembersArgs, NameArgs, NamesArgs, NoArgs,
+    PathArgs, ProviderControlArgs, RemoveViewArgs,
 };
 use stmf::{GroupInfo, Guid, LportInfo, LuInfo, ProviderInfo, StateInfo, ViewEntry};
 
@@ -187,13 +187,16 @@ fn main() -> ExitCode {
 }
 
 fn names(v: Vec<String>) -> NamesArgs {
-    NamesArgs { names: (!v.is_empty()).then_some(v) }
+    NamesArgs {
+        names: (!v.is_empty()).then_some(v),
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.global.json;
     let mut c = Client::connect(&cli.global.socket)?;
-    // Commands that print nothing on success (but their result with --json).
+    // Listing commands print and return here; the others fall through to a common call that
+    // prints nothing on success (the result with --json), as COMSTAR's stmfadm does.
     let (cmd, args): (&str, Value) = match cli.cmd {
         Cmd::ListState => {
             let v = c.call("list-state", &NoArgs {})?;
@@ -207,62 +210,124 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         ("LUs".into(), s.lus.to_string()),
                         ("Targets".into(), s.targets.to_string()),
                         ("Sessions".into(), s.sessions.to_string()),
-                        ("Version".into(), format!("{} (ABI {})", s.version, s.abi_version)),
+                        (
+                            "Version".into(),
+                            format!("{} (ABI {})", s.version, s.abi_version),
+                        ),
                     ],
                 )
             });
         }
         Cmd::ListProvider { verbose } => {
             let v = c.call("list-provider", &NoArgs {})?;
-            return show(json, v, |list: Vec<ProviderInfo>| list.into_iter().for_each(|p| print_provider(p, verbose)));
+            return show(json, v, |list: Vec<ProviderInfo>| {
+                list.into_iter().for_each(|p| print_provider(p, verbose))
+            });
         }
         Cmd::ListHg(l) => {
             let v = c.call("list-hg", &names(l.names))?;
-            return show(json, v, |g: Vec<GroupInfo>| print_groups("Host Group", g, l.verbose));
+            return show(json, v, |g: Vec<GroupInfo>| {
+                print_groups("Host Group", g, l.verbose)
+            });
         }
         Cmd::ListTg(l) => {
             let v = c.call("list-tg", &names(l.names))?;
-            return show(json, v, |g: Vec<GroupInfo>| print_groups("Target Group", g, l.verbose));
+            return show(json, v, |g: Vec<GroupInfo>| {
+                print_groups("Target Group", g, l.verbose)
+            });
         }
         Cmd::ListView { guid, entries } => {
             let entries = (!entries.is_empty()).then_some(entries);
             let v = c.call("list-view", &ListViewArgs { guid, entries })?;
-            return show(json, v, |list: Vec<ViewEntry>| list.into_iter().for_each(print_view));
+            return show(json, v, |list: Vec<ViewEntry>| {
+                list.into_iter().for_each(print_view)
+            });
         }
         Cmd::ListLu { verbose, guids } => {
             let guids = (!guids.is_empty()).then_some(guids);
             let v = c.call("list-lu", &GuidsArgs { guids })?;
-            return show(json, v, |list: Vec<LuInfo>| list.into_iter().for_each(|l| print_lu(l, verbose)));
+            return show(json, v, |list: Vec<LuInfo>| {
+                list.into_iter().for_each(|l| print_lu(l, verbose))
+            });
         }
         Cmd::ListTarget(l) => {
             let v = c.call("list-target", &names(l.names))?;
-            return show(json, v, |list: Vec<LportInfo>| list.into_iter().for_each(|t| print_target(t, l.verbose)));
+            return show(json, v, |list: Vec<LportInfo>| {
+                list.into_iter().for_each(|t| print_target(t, l.verbose))
+            });
         }
         Cmd::ProviderControl { provider, request } => {
             // The provider's reply is JSON already: print it in both modes.
-            let v = c.call("provider-control", &ProviderControlArgs { provider, request })?;
+            let v = c.call(
+                "provider-control",
+                &ProviderControlArgs { provider, request },
+            )?;
             cli::print_json(&v);
             return Ok(());
         }
         Cmd::LoadProvider { path } => {
             let path = std::path::absolute(&path).with_context(|| format!("{}", path.display()))?;
-            ("load-provider", to_args(PathArgs { path: path.to_string_lossy().into_owned() }))
+            (
+                "load-provider",
+                to_args(PathArgs {
+                    path: path.to_string_lossy().into_owned(),
+                }),
+            )
         }
         Cmd::UnloadProvider { name } => ("unload-provider", to_args(NameArgs { name })),
         Cmd::CreateHg { name } => ("create-hg", to_args(NameArgs { name })),
         Cmd::DeleteHg { name } => ("delete-hg", to_args(NameArgs { name })),
-        Cmd::AddHgMember(m) => ("add-hg-member", to_args(MembersArgs { group: m.group, members: m.members })),
-        Cmd::RemoveHgMember(m) => ("remove-hg-member", to_args(MembersArgs { group: m.group, members: m.members })),
+        Cmd::AddHgMember(m) => (
+            "add-hg-member",
+            to_args(MembersArgs {
+                group: m.group,
+                members: m.members,
+            }),
+        ),
+        Cmd::RemoveHgMember(m) => (
+            "remove-hg-member",
+            to_args(MembersArgs {
+                group: m.group,
+                members: m.members,
+            }),
+        ),
         Cmd::CreateTg { name } => ("create-tg", to_args(NameArgs { name })),
         Cmd::DeleteTg { name } => ("delete-tg", to_args(NameArgs { name })),
-        Cmd::AddTgMember(m) => ("add-tg-member", to_args(MembersArgs { group: m.group, members: m.members })),
-        Cmd::RemoveTgMember(m) => ("remove-tg-member", to_args(MembersArgs { group: m.group, members: m.members })),
-        Cmd::AddView { host_group, target_group, lun, guid, .. } => {
-            ("add-view", to_args(AddViewArgs { guid, host_group, target_group, lun }))
-        }
+        Cmd::AddTgMember(m) => (
+            "add-tg-member",
+            to_args(MembersArgs {
+                group: m.group,
+                members: m.members,
+            }),
+        ),
+        Cmd::RemoveTgMember(m) => (
+            "remove-tg-member",
+            to_args(MembersArgs {
+                group: m.group,
+                members: m.members,
+            }),
+        ),
+        Cmd::AddView {
+            host_group,
+            target_group,
+            lun,
+            guid,
+            ..
+        } => (
+            "add-view",
+            to_args(AddViewArgs {
+                guid,
+                host_group,
+                target_group,
+                lun,
+            }),
+        ),
         Cmd::RemoveView { all, guid, entries } => {
             let entries = (!entries.is_empty()).then_some(entries);
-            ("remove-view", to_args(RemoveViewArgs { guid, entries, all }))
+            (
+                "remove-view",
+                to_args(RemoveViewArgs { guid, entries, all }),
+            )
         }
         Cmd::OnlineLu { guid } => ("online-lu", to_args(GuidArgs { guid })),
         Cmd::OfflineLu { guid } => ("offline-lu", to_args(GuidArgs { guid })),
@@ -282,7 +347,11 @@ fn to_args<T: serde::Serialize>(a: T) -> Value {
 }
 
 /// Prints `v` as JSON, or decodes it as `T` and prints it for humans.
-fn show<T: serde::de::DeserializeOwned>(json: bool, v: Value, human: impl FnOnce(T)) -> anyhow::Result<()> {
+fn show<T: serde::de::DeserializeOwned>(
+    json: bool,
+    v: Value,
+    human: impl FnOnce(T),
+) -> anyhow::Result<()> {
     if json {
         cli::print_json(&v);
     } else {
@@ -292,11 +361,16 @@ fn show<T: serde::de::DeserializeOwned>(json: bool, v: Value, human: impl FnOnce
 }
 
 fn fields(list: &[(&str, String)]) -> Vec<(String, String)> {
-    list.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+    list.iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
 }
 
 fn failed_suffix(failed: &Option<String>) -> String {
-    failed.as_ref().map(|f| format!(" (failed: {f})")).unwrap_or_default()
+    failed
+        .as_ref()
+        .map(|f| format!(" (failed: {f})"))
+        .unwrap_or_default()
 }
 
 fn print_provider(p: ProviderInfo, verbose: bool) {
@@ -338,7 +412,10 @@ fn print_view(v: ViewEntry) {
         4,
         &fields(&[
             ("Host group", v.host_group.unwrap_or_else(|| "All".into())),
-            ("Target group", v.target_group.unwrap_or_else(|| "All".into())),
+            (
+                "Target group",
+                v.target_group.unwrap_or_else(|| "All".into()),
+            ),
             ("LUN", v.lun.to_string()),
         ]),
     );
@@ -350,9 +427,19 @@ fn print_lu(l: LuInfo, verbose: bool) {
         return;
     }
     let mut f = fields(&[
-        ("Operational Status", format!("{}{}", state_label(l.state), failed_suffix(&l.failed))),
+        (
+            "Operational Status",
+            format!("{}{}", state_label(l.state), failed_suffix(&l.failed)),
+        ),
         ("Provider Name", l.provider),
-        ("Alias", if l.alias.is_empty() { "-".into() } else { l.alias }),
+        (
+            "Alias",
+            if l.alias.is_empty() {
+                "-".into()
+            } else {
+                l.alias
+            },
+        ),
         ("View Entry Count", l.views.to_string()),
     ]);
     if let Value::Object(details) = l.details {
@@ -369,9 +456,19 @@ fn print_target(t: LportInfo, verbose: bool) {
     print_fields(
         4,
         &fields(&[
-            ("Operational Status", format!("{}{}", state_label(t.state), failed_suffix(&t.failed))),
+            (
+                "Operational Status",
+                format!("{}{}", state_label(t.state), failed_suffix(&t.failed)),
+            ),
             ("Provider Name", t.provider),
-            ("Alias", if t.alias.is_empty() { "-".into() } else { t.alias }),
+            (
+                "Alias",
+                if t.alias.is_empty() {
+                    "-".into()
+                } else {
+                    t.alias
+                },
+            ),
             ("Protocol", t.protocol),
             ("Sessions", t.sessions.len().to_string()),
         ]),
@@ -382,7 +479,14 @@ fn print_target(t: LportInfo, verbose: bool) {
         print_fields(
             12,
             &fields(&[
-                ("Alias", if s.alias.is_empty() { "-".into() } else { s.alias }),
+                (
+                    "Alias",
+                    if s.alias.is_empty() {
+                        "-".into()
+                    } else {
+                        s.alias
+                    },
+                ),
                 ("LUNs", luns.join(", ")),
             ]),
         );

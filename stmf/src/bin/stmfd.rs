@@ -26,7 +26,12 @@ use tracing_subscriber::EnvFilter;
 #[command(name = "stmfd", version)]
 struct Opts {
     /// Directory of the persisted configuration (stmf.json).
-    #[arg(long, env = "STMFD_STATE_DIR", default_value = "/var/lib/rstmf", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "STMFD_STATE_DIR",
+        default_value = "/var/lib/rstmf",
+        value_name = "DIR"
+    )]
     state_dir: PathBuf,
     /// Control socket (created with mode 0600).
     #[arg(long, env = "STMF_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
@@ -65,22 +70,29 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
     let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
     Ok(())
 }
 
 fn run(opts: Opts) -> anyhow::Result<()> {
-    create_private_dir(&opts.state_dir).with_context(|| format!("state dir {}", opts.state_dir.display()))?;
+    create_private_dir(&opts.state_dir)
+        .with_context(|| format!("state dir {}", opts.state_dir.display()))?;
     let _lock = lock_state_dir(&opts.state_dir)?;
     let store = Arc::new(ConfigStore::new(&opts.state_dir));
     let saved = store.load().context("refusing to start")?;
 
     // Claim the socket before loading anything; serve it once the configuration is restored.
-    let listener = bind_socket(&opts.socket)?;
-    let socket_id = fs::metadata(&opts.socket).map(|m| (m.dev(), m.ino())).ok();
+    let (listener, socket_file) = bind_socket(&opts.socket)?;
     let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
 
-    let mut settings = saved.as_ref().map(|c| c.settings.clone()).unwrap_or_else(Settings::default);
+    let mut settings = saved
+        .as_ref()
+        .map(|c| c.settings.clone())
+        .unwrap_or_else(Settings::default);
     if let Some(ms) = opts.abort_timeout_ms {
         settings.abort_timeout_ms = ms;
     }
@@ -128,14 +140,15 @@ fn run(opts: Opts) -> anyhow::Result<()> {
     // Save before shutdown: shutdown takes every object offline and destroys the providers.
     let saved_ok = store.close(&stmf);
     stmf.shutdown();
-    remove_socket(&opts.socket, socket_id);
+    drop(socket_file); // removes the socket
     saved_ok.with_context(|| format!("saving {} at shutdown", store.path().display()))?;
     tracing::info!("stopped");
     Ok(())
 }
 
 fn exe_dir() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the stmfd executable (use --providers-dir)")?;
+    let exe =
+        std::env::current_exe().context("locating the stmfd executable (use --providers-dir)")?;
     Ok(exe.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 
@@ -165,7 +178,7 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<File> {
 
 /// Creates the control socket with mode 0600 (and its directory, 0700, if missing). A socket
 /// file nobody answers on is stale and replaced; one that answers means another stmfd.
-fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+fn bind_socket(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
     let shown = path.display();
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
@@ -173,7 +186,9 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
         }
     }
     match fs::symlink_metadata(path) {
-        Ok(m) if !m.file_type().is_socket() => bail!("{shown} exists and is not a socket; refusing to replace it"),
+        Ok(m) if !m.file_type().is_socket() => {
+            bail!("{shown} exists and is not a socket; refusing to replace it")
+        }
         Ok(_) => match UnixStream::connect(path) {
             Ok(_) => bail!("another stmfd is already serving {shown}"),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
@@ -191,16 +206,37 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     // SAFETY: as above.
     unsafe { libc::umask(old) };
     let listener = bound.with_context(|| format!("binding {shown}"))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).with_context(|| format!("chmod 0600 {shown}"))?;
-    Ok(listener)
+    let file = SocketFile::new(path);
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod 0600 {shown}"))?;
+    Ok((listener, file))
 }
 
-/// Removes the socket if it is still the one this daemon created.
-fn remove_socket(path: &Path, id: Option<(u64, u64)>) {
-    let current = fs::symlink_metadata(path).map(|m| (m.dev(), m.ino())).ok();
-    if current.is_some() && current == id {
-        if let Err(e) = fs::remove_file(path) {
-            tracing::warn!("removing {}: {e}", path.display());
+/// The socket file this daemon created; removed on drop if it is still the same file.
+struct SocketFile {
+    path: PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl SocketFile {
+    fn new(path: &Path) -> Self {
+        let id = fs::symlink_metadata(path).map(|m| (m.dev(), m.ino())).ok();
+        SocketFile {
+            path: path.to_owned(),
+            id,
+        }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let current = fs::symlink_metadata(&self.path)
+            .map(|m| (m.dev(), m.ino()))
+            .ok();
+        if current.is_some() && current == self.id {
+            if let Err(e) = fs::remove_file(&self.path) {
+                tracing::warn!("removing {}: {e}", self.path.display());
+            }
         }
     }
 }
@@ -219,15 +255,17 @@ fn accept_loop(listener: UnixListener, stmf: Stmf, store: Arc<ConfigStore>, stop
             }
         };
         let (stmf, store) = (stmf.clone(), store.clone());
-        let spawned = thread::Builder::new().name("stmfd-client".into()).spawn(move || {
-            let reader = match stream.try_clone() {
-                Ok(s) => BufReader::new(s),
-                Err(e) => return tracing::warn!("client connection: {e}"),
-            };
-            if let Err(e) = control::serve_connection(&stmf, &store, reader, &stream) {
-                tracing::debug!("client connection: {e}");
-            }
-        });
+        let spawned = thread::Builder::new()
+            .name("stmfd-client".into())
+            .spawn(move || {
+                let reader = match stream.try_clone() {
+                    Ok(s) => BufReader::new(s),
+                    Err(e) => return tracing::warn!("client connection: {e}"),
+                };
+                if let Err(e) = control::serve_connection(&stmf, &store, reader, &stream) {
+                    tracing::debug!("client connection: {e}");
+                }
+            });
         if let Err(e) = spawned {
             tracing::warn!("cannot start a client thread: {e}");
         }
@@ -239,7 +277,12 @@ fn restore(stmf: &Stmf, store: &ConfigStore, cfg: &PersistedConfig) {
     for p in &cfg.providers {
         match stmf.load_provider(Path::new(&p.path), &p.config_string()) {
             Ok(info) if info.name != p.name => {
-                tracing::warn!("{} was saved as provider {} but now calls itself {}", p.path, p.name, info.name)
+                tracing::warn!(
+                    "{} was saved as provider {} but now calls itself {}",
+                    p.path,
+                    p.name,
+                    info.name
+                )
             }
             Ok(_) => {}
             Err(e) => {
@@ -252,8 +295,14 @@ fn restore(stmf: &Stmf, store: &ConfigStore, cfg: &PersistedConfig) {
         // Keep a copy: the next save writes the running state, which lacks what failed.
         let backup = store.path().with_extension("json.import-failed");
         match fs::copy(store.path(), &backup) {
-            Ok(_) => tracing::error!("restoring groups and views: {e}; the saved file is kept as {}", backup.display()),
-            Err(ce) => tracing::error!("restoring groups and views: {e}; copying to {} failed: {ce}", backup.display()),
+            Ok(_) => tracing::error!(
+                "restoring groups and views: {e}; the saved file is kept as {}",
+                backup.display()
+            ),
+            Err(ce) => tracing::error!(
+                "restoring groups and views: {e}; copying to {} failed: {ce}",
+                backup.display()
+            ),
         }
     }
 }
@@ -265,10 +314,16 @@ fn print_providers(stmf: &Stmf, store: &ConfigStore) {
         println!("providers: none");
     }
     for p in loaded {
-        println!("provider: {} {} ({}) from {}", p.name, p.version, p.kind, p.path);
+        println!(
+            "provider: {} {} ({}) from {}",
+            p.name, p.version, p.kind, p.path
+        );
     }
     for r in retained {
-        println!("provider: {} NOT LOADED from {}: {}", r.entry.name, r.entry.path, r.reason);
+        println!(
+            "provider: {} NOT LOADED from {}: {}",
+            r.entry.name, r.entry.path, r.reason
+        );
     }
 }
 
@@ -300,18 +355,24 @@ fn embedded_default(stmf: &Stmf, dir: &Path) -> Result<String, String> {
 fn make_default(stmf: &Stmf, dir: &Path, done: &mut DefaultProgress) -> Result<String, String> {
     let libs = ["libsbd.so", "libiscsit.so"].map(|l| dir.join(l));
     if let Some(missing) = libs.iter().find(|p| !p.is_file()) {
-        return Err(format!("{} not found (set --providers-dir)", missing.display()));
+        return Err(format!(
+            "{} not found (set --providers-dir)",
+            missing.display()
+        ));
     }
     let mut names = Vec::new();
     for lib in &libs {
-        let info = stmf.load_provider(lib, "").map_err(|e| format!("loading {}: {e}", lib.display()))?;
+        let info = stmf.load_provider(lib, "").map_err(|e| e.message)?; // names the file
         done.providers.push(info.name.clone());
         names.push(info.name);
     }
     let (sbd, iscsit) = (&names[0], &names[1]);
     let control = |provider: &str, req: serde_json::Value| -> Result<serde_json::Value, String> {
-        let reply = stmf.provider_control(provider, &req.to_string()).map_err(|e| format!("provider {provider}: {e}"))?;
-        serde_json::from_str(&reply).map_err(|e| format!("provider {provider}: reply is not JSON: {e}"))
+        let reply = stmf
+            .provider_control(provider, &req.to_string())
+            .map_err(|e| format!("provider {provider}: {e}"))?;
+        serde_json::from_str(&reply)
+            .map_err(|e| format!("provider {provider}: reply is not JSON: {e}"))
     };
     let reply = control(
         sbd,
@@ -329,25 +390,37 @@ fn make_default(stmf: &Stmf, dir: &Path, done: &mut DefaultProgress) -> Result<S
         serde_json::json!({"op": "create-target", "name": DEFAULT_TARGET, "portals": [DEFAULT_PORTAL]}),
     )?;
     done.target = Some(iscsit.clone());
-    let entry = stmf.add_view(guid, None, None, None).map_err(|e| format!("adding a view for LU {guid}: {e}"))?;
-    Ok(format!("iscsi://{DEFAULT_PORTAL}/{DEFAULT_TARGET}/{}", entry.lun))
+    let entry = stmf
+        .add_view(guid, None, None, None)
+        .map_err(|e| format!("adding a view for LU {guid}: {e}"))?;
+    Ok(format!(
+        "iscsi://{DEFAULT_PORTAL}/{DEFAULT_TARGET}/{}",
+        entry.lun
+    ))
 }
 
+/// Undoes the embedded default in reverse order, best effort.
 fn undo_default(stmf: &Stmf, done: DefaultProgress) {
-    let warn = |what: &str, r: Result<String, stmf::StmfError>| {
+    fn warn<T>(what: &str, r: stmf::Result<T>) {
         if let Err(e) = r {
             tracing::warn!("undoing the embedded default: {what}: {e}");
         }
-    };
-    if let Some((sbd, guid)) = done.lu {
-        let req = serde_json::json!({"op": "delete-lu", "guid": guid});
-        warn("deleting the LU", stmf.provider_control(&sbd, &req.to_string()));
     }
     if let Some(iscsit) = done.target {
         let req = serde_json::json!({"op": "delete-target", "name": DEFAULT_TARGET});
-        warn("deleting the target", stmf.provider_control(&iscsit, &req.to_string()));
+        warn(
+            "deleting the target",
+            stmf.provider_control(&iscsit, &req.to_string()),
+        );
+    }
+    if let Some((sbd, guid)) = done.lu {
+        let req = serde_json::json!({"op": "delete-lu", "guid": guid});
+        warn(
+            "deleting the LU",
+            stmf.provider_control(&sbd, &req.to_string()),
+        );
     }
     for p in done.providers.iter().rev() {
-        warn("unloading a provider", stmf.unload_provider(p).map(|_| String::new()));
+        warn("unloading a provider", stmf.unload_provider(p));
     }
 }

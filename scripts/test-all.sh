@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs the whole rstmf test suite: formatting, clippy, build (providers are cdylibs the tests
+# load from target/debug), unit, integration and interop tests.
+#
+# Interop tests drive real clients and peers from Debian packages; when one is missing this
+# script installs it (apt-get, needs root). If it cannot, the suite fails with the exact
+# install line — a test never passes by skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests need (command they provide).
+PACKAGES=()
+
+missing=()
+for entry in "${PACKAGES[@]}"; do
+    pkg=${entry%%:*} cmd=${entry#*:}
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        echo "test-all: installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq "${missing[@]}"
+    else
+        echo "test-all: missing packages; run: apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo build"
+cargo build --workspace --all-targets
+echo "== cargo test"
+cargo test --workspace
