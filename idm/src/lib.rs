@@ -15,6 +15,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod chap;
 pub mod conn;
 pub mod keys;
 pub mod pdu;

@@ -630,7 +630,8 @@ pub struct ProviderRoot {
     /// Create the provider instance with its saved configuration (JSON, possibly empty).
     /// On failure write a message with `host.reply(err_sink, ..)` and return non-SUCCESS.
     pub create: unsafe extern "C" fn(host: *const HostApi, token: ProviderToken, config: RStr, out: *mut *mut c_void, err_sink: *mut c_void) -> Status,
-    /// Destroy the instance (all its objects are deregistered already).
+    /// Destroy the instance. The provider deregisters its objects here; the core then
+    /// releases any it left registered and unloads the library.
     pub destroy: unsafe extern "C" fn(instance: *mut c_void),
     /// A management request (JSON); write the JSON reply to `sink`. Non-SUCCESS means the
     /// reply is an error message.

@@ -187,6 +187,10 @@ impl Host {
 
     /// Starts moving `buf` (set up with [`DataBuf::set_xfer`]). On refusal (the task is being
     /// aborted, say) the buffer stays with the caller.
+    ///
+    /// A port may complete the transfer before this returns: [`crate::Lu::dbuf_xfer_done`]
+    /// (and whatever the LU does from there, up to sending status) can run on this stack.
+    /// Do not hold a lock across this call that `dbuf_xfer_done` takes.
     pub fn xfer_data(&self, task: TaskHandle, buf: DataBuf, flags: u32) -> Result<(), (Status, DataBuf)> {
         let raw = buf.into_raw();
         // SAFETY: valid task; on success the port owns the buffer until data_xfer_done.

@@ -11,17 +11,17 @@ use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
-static BRIDGE_HOST: OnceLock<Host> = OnceLock::new();
+static INSTALLED: OnceLock<()> = OnceLock::new();
 
-pub(crate) fn bridge_host() -> Option<Host> {
-    BRIDGE_HOST.get().copied()
-}
-
-/// Installs the bridge as this library's global subscriber (once). When the provider is
-/// linked into the same image as the core, the core's subscriber is already global and this
-/// quietly does nothing, which is what we want.
+/// Installs the bridge as this library's global subscriber (once per library image). When the
+/// provider is linked into the same image as the core, the core's subscriber is already global
+/// and this quietly does nothing; if the core has none either, the core's `log` entry drops
+/// the re-entrant events, so nothing loops.
 pub(crate) fn install_bridge(host: Host) {
-    if BRIDGE_HOST.set(host).is_ok() {
+    if tracing::dispatcher::has_been_set() {
+        return;
+    }
+    if INSTALLED.set(()).is_ok() {
         // SAFETY: the table is the core's, valid while the provider is loaded.
         let max = unsafe { (host.api().max_log_level)() };
         let _ = tracing::subscriber::set_global_default(Bridge { host, max: to_filter(max) });

@@ -19,7 +19,7 @@ impl ProviderContext {
 }
 
 /// A provider: one instance per loaded library. Implement it, then export it with
-/// [`export_provider!`].
+/// [`crate::export_provider!`].
 ///
 /// ```
 /// use plugins_sdk::{Provider, ProviderContext, ProviderKind};
@@ -61,7 +61,8 @@ pub trait Provider: Send + Sync + Sized + 'static {
         String::new()
     }
 
-    /// Called before the instance is destroyed: deregister remaining objects.
+    /// Called when the provider is unloaded or the daemon stops: deregister your LUs or
+    /// ports here (the core releases whatever is still registered afterwards).
     fn shutdown(&self) {}
 }
 
@@ -75,9 +76,9 @@ unsafe extern "C" fn create_shim<P: Provider>(host: *const HostApi, token: Provi
         // SAFETY: the config string is valid for the call.
         let config = unsafe { config.as_str() };
         match P::create(ProviderContext { host }, &config) {
-            Ok(p) => {
+            Ok(provider) => {
                 // SAFETY: out is a valid place supplied by the core.
-                unsafe { *out = Box::into_raw(Box::new(p)) as *mut c_void };
+                unsafe { *out = Box::into_raw(Box::new(Instance { host, provider })) as *mut c_void };
                 Status::SUCCESS
             }
             Err(msg) => {
@@ -90,36 +91,37 @@ unsafe extern "C" fn create_shim<P: Provider>(host: *const HostApi, token: Provi
     .unwrap_or(Status::PANICKED)
 }
 
+/// What the core's instance pointer points to: the provider and its own host handle (so two
+/// instances of one library, in two cores, each log and reply under their own token).
+struct Instance<P> {
+    host: Host,
+    provider: P,
+}
+
 unsafe extern "C" fn destroy_shim<P: Provider>(instance: *mut c_void) {
     let _ = guard("provider.destroy", || {
         if instance.is_null() {
             return;
         }
         // SAFETY: instance was created by create_shim and the core destroys it once.
-        let p = unsafe { Box::from_raw(instance as *mut P) };
-        p.shutdown();
+        let p = unsafe { Box::from_raw(instance as *mut Instance<P>) };
+        p.provider.shutdown();
         drop(p);
     });
-}
-
-fn host_of_instance() -> Option<&'static HostApi> {
-    crate::log::bridge_host().map(|h| h.api())
 }
 
 unsafe extern "C" fn control_shim<P: Provider>(instance: *mut c_void, request: RStr, sink: *mut c_void) -> Status {
     guard("provider.control", || {
         // SAFETY: instance from create_shim, alive until destroy.
-        let p = unsafe { &*(instance as *const P) };
+        let inst = unsafe { &*(instance as *const Instance<P>) };
         // SAFETY: request valid for the call.
         let req = unsafe { request.as_str() };
-        let (status, text) = match p.control(&req) {
+        let (status, text) = match inst.provider.control(&req) {
             Ok(t) => (Status::SUCCESS, t),
             Err(e) => (Status::INVALID_ARG, e),
         };
-        if let Some(api) = host_of_instance() {
-            // SAFETY: sink valid for the call.
-            unsafe { ReplySink::new(api, sink) }.write(&text);
-        }
+        // SAFETY: sink valid for the call.
+        unsafe { ReplySink::new(inst.host.api(), sink) }.write(&text);
         status
     })
     .unwrap_or(Status::PANICKED)
@@ -128,12 +130,10 @@ unsafe extern "C" fn control_shim<P: Provider>(instance: *mut c_void, request: R
 unsafe extern "C" fn save_config_shim<P: Provider>(instance: *mut c_void, sink: *mut c_void) -> Status {
     guard("provider.save_config", || {
         // SAFETY: instance from create_shim.
-        let p = unsafe { &*(instance as *const P) };
-        let text = p.save_config();
-        if let Some(api) = host_of_instance() {
-            // SAFETY: sink valid for the call.
-            unsafe { ReplySink::new(api, sink) }.write(&text);
-        }
+        let inst = unsafe { &*(instance as *const Instance<P>) };
+        let text = inst.provider.save_config();
+        // SAFETY: sink valid for the call.
+        unsafe { ReplySink::new(inst.host.api(), sink) }.write(&text);
         Status::SUCCESS
     })
     .unwrap_or(Status::PANICKED)
@@ -159,7 +159,7 @@ pub const fn root_module<P: Provider>() -> ProviderRoot {
     }
 }
 
-/// Exports `$ty` (a [`Provider`]) as this library's root module, under the symbol the core
+/// Exports `$ty` (a [`crate::Provider`]) as this library's root module, under the symbol the core
 /// looks for. Use it once, in a `cdylib`.
 #[macro_export]
 macro_rules! export_provider {

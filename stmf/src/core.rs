@@ -135,7 +135,11 @@ impl CoreInner {
         let entries = views
             .lun_map(&s.initiator, &s.lport.name)
             .into_iter()
-            .map(|(lun, guid)| MapEntry { lun, guid, lu: lus.get(&guid).cloned(), stats: s.itl_stats(guid) })
+            .map(|(lun, guid)| {
+                let lu = lus.get(&guid).cloned();
+                let online = lu.as_ref().is_some_and(|l| l.online.load(Acquire));
+                MapEntry { lun, guid, lu, online, stats: s.itl_stats(guid) }
+            })
             .collect();
         Arc::new(LunMap { entries })
     }
@@ -926,6 +930,11 @@ impl Stmf {
         let lps: Vec<_> = read(&self.inner.lports).clone();
         lps.iter()
             .map(|l| {
+                let stats = self.inner.lport_stats(l);
+                let sessions = lock(&l.sessions)
+                    .iter()
+                    .map(|s| SessionInfo { id: s.id, initiator: s.initiator.clone(), alias: s.alias.clone(), luns: read(&s.map).inventory().into_iter().map(|(l, _)| l).collect() })
+                    .collect();
                 let c = lock(&l.ctl);
                 LportInfo {
                     name: l.name.clone(),
@@ -935,11 +944,8 @@ impl Stmf {
                     relative_id: l.relative_id,
                     state: c.state,
                     failed: c.failed.clone(),
-                    sessions: lock(&l.sessions)
-                        .iter()
-                        .map(|s| SessionInfo { id: s.id, initiator: s.initiator.clone(), alias: s.alias.clone(), luns: read(&s.map).inventory().into_iter().map(|(l, _)| l).collect() })
-                        .collect(),
-                    stats: self.inner.lport_stats(l),
+                    sessions,
+                    stats,
                 }
             })
             .collect()

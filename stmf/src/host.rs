@@ -31,7 +31,16 @@ unsafe extern "C" fn max_log_level() -> LogLevel {
     }
 }
 
+thread_local! {
+    /// Set while a provider's event is being re-emitted, so a bridge installed in this same
+    /// image (a built-in provider in a process without a subscriber) cannot loop.
+    static IN_LOG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 unsafe extern "C" fn log(provider: ProviderToken, level: LogLevel, target: RStr, message: RStr) {
+    if IN_LOG.with(|f| f.replace(true)) {
+        return;
+    }
     guarded("log", (), || {
         let name = PROVIDERS.get(provider.0).map(|p| p.name.clone()).unwrap_or_else(|| "?".into());
         // SAFETY: strings valid for the call.
@@ -43,7 +52,8 @@ unsafe extern "C" fn log(provider: ProviderToken, level: LogLevel, target: RStr,
             LogLevel::DEBUG => tracing::debug!(target: "provider", provider = %name, module = %target, "{message}"),
             _ => tracing::trace!(target: "provider", provider = %name, module = %target, "{message}"),
         }
-    })
+    });
+    IN_LOG.with(|f| f.set(false));
 }
 
 unsafe extern "C" fn reply(sink: *mut c_void, text: RStr) {

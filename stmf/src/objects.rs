@@ -123,6 +123,9 @@ pub(crate) struct MapEntry {
     pub guid: Guid,
     /// The LU, if one with this GUID is registered.
     pub lu: Option<Arc<LuEntry>>,
+    /// Whether the LU was online when the map was built (what REPORT LUNS reports; the
+    /// command path checks the live state).
+    pub online: bool,
     /// Counters of this I_T_L nexus (shared by successive maps of the session).
     pub stats: Arc<IoStats>,
 }
@@ -141,11 +144,7 @@ impl LunMap {
 
     /// What an initiator can see: (LUN, GUID) of online LUs. Differences raise the UA.
     pub fn inventory(&self) -> Vec<(u16, Guid)> {
-        self.entries
-            .iter()
-            .filter(|e| e.lu.as_ref().is_some_and(|l| l.online.load(std::sync::atomic::Ordering::Acquire)))
-            .map(|e| (e.lun, e.guid))
-            .collect()
+        self.entries.iter().filter(|e| e.online).map(|e| (e.lun, e.guid)).collect()
     }
 }
 

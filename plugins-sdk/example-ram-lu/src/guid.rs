@@ -19,7 +19,10 @@ const PREFIX: [u8; 4] = [0x60, 0x01, 0x44, 0xF0];
 /// Generates a new NAA-6 GUID (`600144F0` + 24 hex digits).
 pub fn generate() -> Guid {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
     let keys = RandomState::new();
     let hash = |salt: u64| {
@@ -47,7 +50,10 @@ pub fn parse(s: &str) -> Result<Guid, String> {
     }
     let mut g = [0u8; 16];
     for (i, byte) in g.iter_mut().enumerate() {
-        *byte = s.get(2 * i..2 * i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(bad)?;
+        *byte = s
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .ok_or_else(bad)?;
     }
     if g[0] >> 4 != 6 {
         return Err(bad());

@@ -96,17 +96,8 @@ enum Request {
 /// An LU registered with the core.
 struct Registered {
     def: LuDef,
-    handle: CoreLu,
+    handle: LuHandle,
 }
-
-/// The core's handle of a registered LU.
-struct CoreLu(LuHandle);
-
-// SAFETY: an LuHandle is an opaque token the core hands out and validates on every call; it
-// is not dereferenced by the provider, and the core accepts it from any thread.
-unsafe impl Send for CoreLu {}
-// SAFETY: as above; the token is never mutated.
-unsafe impl Sync for CoreLu {}
 
 /// The provider instance: the LUs it serves, by GUID.
 pub struct RamProvider {
@@ -119,16 +110,30 @@ impl RamProvider {
     fn add_lu(&self, def: LuDef) -> Result<LuDef, String> {
         let guid = guid::parse(&def.guid)?;
         if def.size_mb == 0 || def.size_mb > MAX_SIZE_MB {
-            return Err(format!("size_mb must be between 1 and {MAX_SIZE_MB}, not {}", def.size_mb));
+            return Err(format!(
+                "size_mb must be between 1 and {MAX_SIZE_MB}, not {}",
+                def.size_mb
+            ));
         }
         if def.block_size != 512 && def.block_size != 4096 {
-            return Err(format!("block_size must be 512 or 4096, not {}", def.block_size));
+            return Err(format!(
+                "block_size must be 512 or 4096, not {}",
+                def.block_size
+            ));
         }
         if def.alias.len() > 255 {
             return Err("alias is longer than 255 bytes".into());
         }
-        let def = LuDef { guid: guid::to_hex(&guid), ..def };
-        if self.lus.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&guid) {
+        let def = LuDef {
+            guid: guid::to_hex(&guid),
+            ..def
+        };
+        if self
+            .lus
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&guid)
+        {
             return Err(format!("LU {} exists already", def.guid));
         }
         let lu = Arc::new(RamLu::new(guid, def.size_mb << 20, def.block_size));
@@ -141,8 +146,14 @@ impl RamProvider {
             .register_lu(guid, &def.alias, lu)
             .map_err(|st| format!("the core refused LU {}: {st}", def.guid))?;
         tracing::info!(guid = %def.guid, size_mb = def.size_mb, block_size = def.block_size, "RAM LU created");
-        let reg = Registered { def: def.clone(), handle: CoreLu(handle) };
-        self.lus.lock().unwrap_or_else(PoisonError::into_inner).insert(guid, reg);
+        let reg = Registered {
+            def: def.clone(),
+            handle: handle,
+        };
+        self.lus
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(guid, reg);
         Ok(def)
     }
 
@@ -151,14 +162,25 @@ impl RamProvider {
         let guid = guid::parse(guid_text)?;
         // Take the entry out first and call the core without holding our lock: the core
         // calls back into the LU while it offlines it.
-        let removed = self.lus.lock().unwrap_or_else(PoisonError::into_inner).remove(&guid);
+        let removed = self
+            .lus
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&guid);
         let Some(reg) = removed else {
-            return Err(format!("no LU {} in provider {}", guid::to_hex(&guid), Self::NAME));
+            return Err(format!(
+                "no LU {} in provider {}",
+                guid::to_hex(&guid),
+                Self::NAME
+            ));
         };
-        let status = self.host.deregister_lu(reg.handle.0);
+        let status = self.host.deregister_lu(reg.handle);
         if status != Status::SUCCESS {
             let msg = format!("cannot delete LU {}: {status}", reg.def.guid);
-            self.lus.lock().unwrap_or_else(PoisonError::into_inner).insert(guid, reg);
+            self.lus
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(guid, reg);
             return Err(msg);
         }
         tracing::info!(guid = %reg.def.guid, "RAM LU deleted");
@@ -166,23 +188,32 @@ impl RamProvider {
     }
 
     fn defs(&self) -> Vec<LuDef> {
-        self.lus.lock().unwrap_or_else(PoisonError::into_inner).values().map(|r| r.def.clone()).collect()
+        self.lus
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|r| r.def.clone())
+            .collect()
     }
 }
 
 impl Provider for RamProvider {
     const NAME: &'static str = "example-ram-lu";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "Example LU provider: RAM disks (contents are not persistent)";
+    const DESCRIPTION: &'static str =
+        "Example LU provider: RAM disks (contents are not persistent)";
     const KIND: ProviderKind = ProviderKind::LU;
 
     fn create(ctx: ProviderContext, config: &str) -> Result<Self, String> {
-        let provider = RamProvider { host: ctx.host(), lus: Mutex::new(BTreeMap::new()) };
+        let provider = RamProvider {
+            host: ctx.host(),
+            lus: Mutex::new(BTreeMap::new()),
+        };
         if config.trim().is_empty() {
             return Ok(provider); // first start: no LUs yet
         }
-        let saved: SavedConfig =
-            serde_json::from_str(config).map_err(|e| format!("{}: invalid saved configuration: {e}", Self::NAME))?;
+        let saved: SavedConfig = serde_json::from_str(config)
+            .map_err(|e| format!("{}: invalid saved configuration: {e}", Self::NAME))?;
         if saved.version != CONFIG_VERSION {
             return Err(format!(
                 "{}: saved configuration has version {}, this provider reads version {CONFIG_VERSION}",
@@ -202,15 +233,25 @@ impl Provider for RamProvider {
     }
 
     fn control(&self, request: &str) -> Result<String, String> {
-        let request: Request =
-            serde_json::from_str(request).map_err(|e| format!("{}: invalid request: {e}", Self::NAME))?;
+        let request: Request = serde_json::from_str(request)
+            .map_err(|e| format!("{}: invalid request: {e}", Self::NAME))?;
         let reply = match request {
-            Request::Create { size_mb, alias, guid, block_size } => {
+            Request::Create {
+                size_mb,
+                alias,
+                guid,
+                block_size,
+            } => {
                 let guid = match guid {
                     Some(g) => g,
                     None => guid::to_hex(&guid::generate()),
                 };
-                let def = self.add_lu(LuDef { guid, alias, size_mb, block_size: block_size.unwrap_or(512) })?;
+                let def = self.add_lu(LuDef {
+                    guid,
+                    alias,
+                    size_mb,
+                    block_size: block_size.unwrap_or(512),
+                })?;
                 serde_json::json!({ "guid": def.guid })
             }
             Request::Delete { guid } => serde_json::json!({ "deleted": self.delete_lu(&guid)? }),
@@ -220,7 +261,10 @@ impl Provider for RamProvider {
     }
 
     fn save_config(&self) -> String {
-        let saved = SavedConfig { version: CONFIG_VERSION, lus: self.defs() };
+        let saved = SavedConfig {
+            version: CONFIG_VERSION,
+            lus: self.defs(),
+        };
         serde_json::to_string(&saved).unwrap_or_default()
     }
 
@@ -229,7 +273,7 @@ impl Provider for RamProvider {
         // catches the rest.
         let lus = std::mem::take(&mut *self.lus.lock().unwrap_or_else(PoisonError::into_inner));
         for reg in lus.into_values() {
-            let _ = self.host.deregister_lu(reg.handle.0);
+            let _ = self.host.deregister_lu(reg.handle);
         }
     }
 }
@@ -243,10 +287,21 @@ mod tests {
     #[test]
     fn requests_parse() {
         let r: Request = serde_json::from_str(r#"{"op":"create-lu","size_mb":4}"#).unwrap();
-        assert!(matches!(r, Request::Create { size_mb: 4, guid: None, block_size: None, .. }));
+        assert!(matches!(
+            r,
+            Request::Create {
+                size_mb: 4,
+                guid: None,
+                block_size: None,
+                ..
+            }
+        ));
         let r: Request = serde_json::from_str(r#"{"op":"list-lu"}"#).unwrap();
         assert!(matches!(r, Request::List));
-        assert!(serde_json::from_str::<Request>(r#"{"op":"create-lu","size_mb":4,"colour":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<Request>(r#"{"op":"create-lu","size_mb":4,"colour":1}"#)
+                .is_err()
+        );
         assert!(serde_json::from_str::<Request>(r#"{"op":"format"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"create-lu","size_mb":-1}"#).is_err());
     }

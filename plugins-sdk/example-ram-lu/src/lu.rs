@@ -31,8 +31,8 @@ use crate::guid::{self, Guid};
 use crate::store::RamStore;
 use plugins_sdk::abi::{dbuf_flags, io_flags};
 use plugins_sdk::scsi::{
-    Asc, Cdb, CdbError, Inquiry, ModeSense, OpCode, PageControl, ReadCapacity, RequestSense, Rw, ScsiStatus, Sense,
-    SenseFormat, SenseKey,
+    Asc, Cdb, CdbError, Inquiry, ModeSense, OpCode, PageControl, ReadCapacity, RequestSense, Rw,
+    ScsiStatus, Sense, SenseFormat, SenseKey,
 };
 use plugins_sdk::{DataBuf, Host, Lu, Status, TaskHandle};
 
@@ -74,18 +74,31 @@ struct Xfer {
 }
 
 impl RamLu {
-    /// A zero-filled LU of `size_bytes` with `block_size`-byte blocks.
+    /// A zero-filled LU of `size_bytes` with `block_size`-byte blocks (the provider checks
+    /// both before calling this; a zero block size makes an empty LU).
     pub fn new(guid: Guid, size_bytes: u64, block_size: u32) -> Self {
         let mut serial = [b'0'; 32];
         serial.copy_from_slice(guid::to_hex(&guid).as_bytes());
-        RamLu { guid, serial, block_size, blocks: size_bytes / u64::from(block_size), store: RamStore::new(size_bytes) }
+        RamLu {
+            guid,
+            serial,
+            block_size,
+            blocks: size_bytes.checked_div(u64::from(block_size)).unwrap_or(0),
+            store: RamStore::new(size_bytes),
+        }
     }
 
     // ---- command dispatch ----------------------------------------------------------------
 
     /// Runs one command; an `Err` becomes CHECK CONDITION with that sense data. (A
     /// [`CdbError`] from a decoder converts with `?`.)
-    fn execute(&self, host: &Host, task: TaskHandle, cdb: &Cdb<'_>, initial: Option<DataBuf>) -> Result<(), Sense> {
+    fn execute(
+        &self,
+        host: &Host,
+        task: TaskHandle,
+        cdb: &Cdb<'_>,
+        initial: Option<DataBuf>,
+    ) -> Result<(), Sense> {
         let op = cdb.opcode();
         // Only WRITE consumes immediate data; any other command gives the buffer back at once.
         let initial = match initial {
@@ -104,12 +117,18 @@ impl RamLu {
             OpCode::REQUEST_SENSE => {
                 // This LU never holds sense data for later: always NO SENSE.
                 let rs = RequestSense::decode(cdb)?;
-                let format = if rs.desc { SenseFormat::Descriptor } else { SenseFormat::Fixed };
+                let format = if rs.desc {
+                    SenseFormat::Descriptor
+                } else {
+                    SenseFormat::Fixed
+                };
                 let sense = Sense::new(SenseKey::NO_SENSE, Asc::NO_ADDITIONAL_SENSE).encode(format);
                 send_data_in(host, task, &sense, u32::from(rs.alloc_len));
                 Ok(())
             }
-            OpCode::READ_CAPACITY_10 | OpCode::SERVICE_ACTION_IN_16 => self.read_capacity(host, task, cdb),
+            OpCode::READ_CAPACITY_10 | OpCode::SERVICE_ACTION_IN_16 => {
+                self.read_capacity(host, task, cdb)
+            }
             OpCode::MODE_SENSE_6 => self.mode_sense(host, task, cdb),
             OpCode::SYNCHRONIZE_CACHE_10 => {
                 // RAM has no cache to flush; only check the range.
@@ -147,7 +166,11 @@ impl RamLu {
         let bs = u64::from(self.block_size);
         // Cannot overflow: the range lies within the capacity, which fits the store.
         let cmd_len = (blocks.end - blocks.start) * bs;
-        Ok(Xfer { start: blocks.start * bs, cmd_len, total: cmd_len.min(task.expected_xfer_len()) })
+        Ok(Xfer {
+            start: blocks.start * bs,
+            cmd_len,
+            total: cmd_len.min(task.expected_xfer_len()),
+        })
     }
 
     // ---- small commands --------------------------------------------------------------------
@@ -341,12 +364,18 @@ impl Lu for RamLu {
         }
         let Ok(cdb) = Cdb::parse(task.cdb()) else {
             host.dbuf_free(task, buf);
-            return fail(host, task, Sense::new(SenseKey::HARDWARE_ERROR, Asc::INTERNAL_TARGET_FAILURE));
+            return fail(
+                host,
+                task,
+                Sense::new(SenseKey::HARDWARE_ERROR, Asc::INTERNAL_TARGET_FAILURE),
+            );
         };
         match cdb.opcode() {
             op @ (OpCode::READ_10 | OpCode::READ_16 | OpCode::WRITE_10 | OpCode::WRITE_16) => {
                 match self.rw_xfer(task, &cdb) {
-                    Ok(x) if op == OpCode::READ_10 || op == OpCode::READ_16 => self.continue_read(host, task, x, buf),
+                    Ok(x) if op == OpCode::READ_10 || op == OpCode::READ_16 => {
+                        self.continue_read(host, task, x, buf)
+                    }
                     Ok(x) => self.continue_write(host, task, x, buf),
                     Err(e) => {
                         host.dbuf_free(task, buf);
@@ -414,15 +443,17 @@ fn xfer(host: &Host, task: TaskHandle, buf: DataBuf) {
 /// Sends a short parameter data reply (INQUIRY, READ CAPACITY, ...): at most `alloc_len`
 /// bytes of `data`, in one buffer.
 fn send_data_in(host: &Host, task: TaskHandle, data: &[u8], alloc_len: u32) {
-    // The command transfer length of these commands is their ALLOCATION LENGTH; the core
-    // compares it and what was sent with the expected length to set the residual.
-    task.set_cmd_xfer_len(u64::from(alloc_len));
-    let n = data.len().min(alloc_len as usize).min(usize::try_from(task.expected_xfer_len()).unwrap_or(usize::MAX));
+    // What the command returns: the data, cut to the ALLOCATION LENGTH. The core compares it
+    // and what was actually sent with the initiator's expected length to set the residual
+    // (overflow when the expected length was too short, underflow when it was longer).
+    let want = data.len().min(alloc_len as usize);
+    task.set_cmd_xfer_len(want as u64);
+    let n = want.min(usize::try_from(task.expected_xfer_len()).unwrap_or(usize::MAX));
     if n == 0 {
         return good(host, task);
     }
-    let want = n as u32; // n ≤ REPLY_MAX
-    let mut buf = match host.dbuf_alloc(task, want, want) {
+    let size = n as u32; // n ≤ REPLY_MAX
+    let mut buf = match host.dbuf_alloc(task, size, size) {
         Ok(buf) if buf.capacity() >= n => buf,
         Ok(buf) => {
             host.dbuf_free(task, buf);
@@ -447,7 +478,12 @@ fn good(host: &Host, task: TaskHandle) {
 /// CHECK CONDITION with `sense` (fixed format); the LU is done with the task.
 fn fail(host: &Host, task: TaskHandle, sense: Sense) {
     let bytes = sense.encode(SenseFormat::Fixed);
-    host.send_status(task, ScsiStatus::CHECK_CONDITION.0, &bytes, io_flags::LU_DONE);
+    host.send_status(
+        task,
+        ScsiStatus::CHECK_CONDITION.0,
+        &bytes,
+        io_flags::LU_DONE,
+    );
 }
 
 /// BUSY: the port had no buffer for us; the initiator retries.
@@ -463,7 +499,11 @@ fn transfer_failed(host: &Host, task: TaskHandle, status: Status) {
         return;
     }
     tracing::debug!(tag = task.tag(), %status, "data transfer failed");
-    fail(host, task, Sense::new(SenseKey::ABORTED_COMMAND, Asc::DATA_PHASE_ERROR));
+    fail(
+        host,
+        task,
+        Sense::new(SenseKey::ABORTED_COMMAND, Asc::DATA_PHASE_ERROR),
+    );
 }
 
 /// Parameter data of a small command, built on the stack.
@@ -474,7 +514,10 @@ struct Reply {
 
 impl Reply {
     fn new() -> Self {
-        Reply { buf: [0; REPLY_MAX], len: 0 }
+        Reply {
+            buf: [0; REPLY_MAX],
+            len: 0,
+        }
     }
 
     /// Appends bytes (silently cut at [`REPLY_MAX`], which no reply here reaches).

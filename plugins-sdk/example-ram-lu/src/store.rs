@@ -36,7 +36,11 @@ impl RamStore {
 
     /// Splits the byte range `offset..offset+len` into per-segment pieces:
     /// `(segment index, offset within the segment, offset within the caller's buffer, length)`.
-    fn pieces(&self, offset: u64, len: usize) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
+    fn pieces(
+        &self,
+        offset: u64,
+        len: usize,
+    ) -> impl Iterator<Item = (usize, usize, usize, usize)> + '_ {
         let end = offset.saturating_add(len as u64).min(self.size);
         let mut pos = offset;
         std::iter::from_fn(move || {
@@ -57,7 +61,9 @@ impl RamStore {
     pub(crate) fn read(&self, offset: u64, buf: &mut [u8]) {
         buf.fill(0);
         for (index, within, at, n) in self.pieces(offset, buf.len()) {
-            let Some(lock) = self.segments.get(index) else { break };
+            let Some(lock) = self.segments.get(index) else {
+                break;
+            };
             let guard = lock.read().unwrap_or_else(PoisonError::into_inner);
             if let (Some(seg), Some(dst)) = (guard.as_deref(), buf.get_mut(at..at + n)) {
                 if let Some(src) = seg.get(within..within + n) {
@@ -72,11 +78,14 @@ impl RamStore {
     pub(crate) fn write(&self, offset: u64, data: &[u8]) {
         for (index, within, at, n) in self.pieces(offset, data.len()) {
             let seg_len = self.segment_len(index);
-            let Some(lock) = self.segments.get(index) else { break };
+            let Some(lock) = self.segments.get(index) else {
+                break;
+            };
             let mut guard = lock.write().unwrap_or_else(PoisonError::into_inner);
             // First write to this segment: this is the only allocation on the data path.
             let seg = guard.get_or_insert_with(|| vec![0u8; seg_len].into_boxed_slice());
-            if let (Some(dst), Some(src)) = (seg.get_mut(within..within + n), data.get(at..at + n)) {
+            if let (Some(dst), Some(src)) = (seg.get_mut(within..within + n), data.get(at..at + n))
+            {
                 dst.copy_from_slice(src);
             }
         }

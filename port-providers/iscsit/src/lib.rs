@@ -1,1 +1,17 @@
-//! placeholder
+//! iscsit: the iSCSI target port provider.
+//!
+//! The login, authentication and discovery logic is sans-IO (PDUs and bytes in,
+//! PDUs out; no sockets, no clock), after `rustls`:
+//!
+//! - [`names`]: iSCSI name validation and normalization (RFC 7143 §4.2.7, RFC 3722).
+//! - [`config`]: targets, target portal groups, initiator contexts, defaults.
+//! - [`chap`]: CHAP with MD5, target and initiator sides, one-way and mutual.
+//! - [`login`]: the target's login state machine (security and operational
+//!   stages as types), producing Login Response PDUs and a [`login::LoginOutcome`].
+//! - [`discovery`]: SendTargets and multi-PDU Text Responses.
+
+pub use idm::chap;
+pub mod config;
+pub mod discovery;
+pub mod login;
+pub mod names;
