@@ -357,7 +357,9 @@ pub struct Task {
     pub lu: LuHandle,
     /// The 8-byte SCSI LUN as received. Set by the core from the port's request.
     pub lun: [u8; 8],
-    /// The LU's per-I_T_L context (set by the LU, kept by the core for the nexus).
+    /// Zero at allocation; the LU's to use for the life of the task. (Per-nexus state is
+    /// keyed by [`Task::session`]; the LU hears of a nexus ending through
+    /// [`LuEvent::ITL_REMOVED`].)
     pub itl_private: *mut c_void,
     /// The port's own per-task context.
     pub port_private: *mut c_void,
@@ -602,6 +604,25 @@ pub struct HostApi {
     pub lu_aborted: unsafe extern "C" fn(task: *mut Task, status: Status),
     /// LU: a unit attention / capacity event for every nexus of the LU (informational to the core).
     pub lu_changed: unsafe extern "C" fn(lu: LuHandle),
+    /// Who is behind a session: fills `out` (strings valid while the session is registered).
+    pub session_info: unsafe extern "C" fn(session: SessionHandle, out: *mut SessionInfoRaw) -> Status,
+}
+
+/// Identity of a session's I_T nexus ([`HostApi::session_info`]).
+#[repr(C)]
+pub struct SessionInfoRaw {
+    /// Initiator port name (iSCSI: `iqn...,i,0x<ISID>`).
+    pub initiator: RStr,
+    /// SPC TransportID of the initiator port (may be empty).
+    pub transport_id: RStr,
+    /// Target port name (e.g. the target IQN).
+    pub target: RStr,
+    /// Relative target port identifier.
+    pub relative_port_id: u16,
+    /// Reserved, zero.
+    pub reserved: [u16; 3],
+    /// Core-assigned session id (unique in the process).
+    pub id: u64,
 }
 
 /// What a provider library exports through [`ROOT_SYMBOL`].

@@ -121,6 +121,27 @@ impl Host {
         unsafe { (self.api.deregister_session)(session) }
     }
 
+    /// Who is behind a session (initiator port name, TransportID, target port, relative port
+    /// id); `None` if the session is not registered any more.
+    pub fn session_info(&self, session: SessionHandle) -> Option<SessionDetails> {
+        // SAFETY: all-zero is a valid SessionInfoRaw (null pointers, zero lengths).
+        let mut raw: SessionInfoRaw = unsafe { core::mem::zeroed() };
+        // SAFETY: the core validates the handle; out is a valid place.
+        if !unsafe { (self.api.session_info)(session, &mut raw) }.is_ok() {
+            return None;
+        }
+        // SAFETY: the strings are valid while the session is registered; copied here.
+        unsafe {
+            Some(SessionDetails {
+                initiator: raw.initiator.as_str().into_owned(),
+                transport_id: raw.transport_id.as_str().into_owned(),
+                target: raw.target.as_str().into_owned(),
+                relative_port_id: raw.relative_port_id,
+                id: raw.id,
+            })
+        }
+    }
+
     // ---- tasks (port side) --------------------------------------------------------------
 
     /// Allocates a task for a command or TM request; `port_private` is stored in the task.
@@ -219,6 +240,21 @@ impl Host {
         // SAFETY: valid task.
         unsafe { (self.api.lu_aborted)(task.as_ptr(), status) }
     }
+}
+
+/// Identity of a session's I_T nexus ([`Host::session_info`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionDetails {
+    /// Initiator port name (iSCSI: `iqn...,i,0x<ISID>`).
+    pub initiator: String,
+    /// SPC TransportID of the initiator port (may be empty).
+    pub transport_id: String,
+    /// Target port name.
+    pub target: String,
+    /// Relative target port identifier.
+    pub relative_port_id: u16,
+    /// Core-assigned session id, unique in the process.
+    pub id: u64,
 }
 
 /// A reply being written back to the core (`control`, `save_config`, `info`).

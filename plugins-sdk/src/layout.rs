@@ -92,7 +92,7 @@ macro_rules! layout {
 type Fp = *const u8;
 
 /// Layouts of every type that crosses the boundary, as compiled into this build of the SDK.
-pub static ABI_LAYOUTS: [LayoutEntry; 14] = [
+pub static ABI_LAYOUTS: [LayoutEntry; 15] = [
     layout!(RStr { ptr: *const u8, len: usize }),
     layout!(Status {}),
     layout!(LayoutEntry { name: RStr, size: u32, align: u32, fingerprint: u64 }),
@@ -130,8 +130,9 @@ pub static ABI_LAYOUTS: [LayoutEntry; 14] = [
         lport_ctl_complete: Fp, register_session: Fp, deregister_session: Fp, task_alloc: Fp,
         post_task: Fp, data_xfer_done: Fp, send_status_done: Fp, lport_aborted: Fp,
         dbuf_alloc: Fp, dbuf_free: Fp, xfer_data: Fp, send_status: Fp, lu_aborted: Fp,
-        lu_changed: Fp,
+        lu_changed: Fp, session_info: Fp,
     }),
+    layout!(SessionInfoRaw { initiator: RStr, transport_id: RStr, target: RStr, relative_port_id: u16, reserved: [u16; 3], id: u64 }),
     layout!(ProviderRoot {
         magic: u64, abi_version: u32, root_size: u32, kind: ProviderKind, reserved0: u32,
         name: RStr, version: RStr, description: RStr, layouts: Fp, layouts_len: usize,

@@ -40,7 +40,7 @@ pub use abi::{
     SessionHandle, Status, TmFunction, TmResponse,
 };
 pub use guard::{guard, panic_message};
-pub use host::{Host, ReplySink};
+pub use host::{Host, ReplySink, SessionDetails};
 pub use lu::{AbortOutcome, Lu};
 pub use port::Port;
 pub use provider::{root_module, Provider, ProviderContext};

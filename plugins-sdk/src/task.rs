@@ -139,7 +139,7 @@ impl TaskHandle {
         unsafe { (*self.t()).lu_private = p }
     }
 
-    /// The LU's per-I_T_L context.
+    /// The LU's scratch pointer for this task ([`Task::itl_private`]).
     pub fn itl_private(&self) -> *mut c_void {
         // SAFETY: valid handle; LU-owned field.
         unsafe { (*self.t()).itl_private }

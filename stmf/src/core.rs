@@ -91,6 +91,21 @@ pub(crate) fn deregister_session(h: SessionHandle) -> Status {
     Status::NOT_FOUND
 }
 
+/// A registered (or dying) session by handle; the handle is compared, never dereferenced.
+pub(crate) fn find_session(h: SessionHandle) -> Option<Arc<SessionCore>> {
+    for lp in LPORTS_ALL.snapshot() {
+        if let Some(s) = lock(&lp.sessions).iter().find(|s| std::ptr::eq(Arc::as_ptr(s) as *const c_void, h.0)) {
+            return Some(s.clone());
+        }
+        if let Some(core) = lp.provider.core.upgrade() {
+            if let Some(s) = lock(&core.dying).iter().find(|s| std::ptr::eq(Arc::as_ptr(s) as *const c_void, h.0)) {
+                return Some(s.clone());
+            }
+        }
+    }
+    None
+}
+
 /// Every live port of every core in the process (sessions are looked up through it).
 struct AllPorts(Mutex<Vec<std::sync::Weak<LportEntry>>>);
 impl AllPorts {

@@ -243,6 +243,30 @@ unsafe extern "C" fn lu_changed(lu: LuHandle) {
     })
 }
 
+unsafe extern "C" fn session_info(session: SessionHandle, out: *mut SessionInfoRaw) -> Status {
+    if out.is_null() {
+        return Status::INVALID_ARG;
+    }
+    guarded("session_info", Status::NOT_FOUND, || match crate::core::find_session(session) {
+        Some(s) => {
+            // SAFETY: non-null out-param; the strings live in the session, which the caller
+            // may use while it is registered (the contract).
+            unsafe {
+                *out = SessionInfoRaw {
+                    initiator: RStr::new(&s.initiator),
+                    transport_id: RStr::new(&s.transport_id),
+                    target: RStr::new(&s.lport.name),
+                    relative_port_id: s.lport.relative_id,
+                    reserved: [0; 3],
+                    id: s.id,
+                }
+            };
+            Status::SUCCESS
+        }
+        None => Status::NOT_FOUND,
+    })
+}
+
 /// The table handed to every provider.
 pub(crate) static HOST_API: HostApi = HostApi {
     abi_version: ABI_VERSION,
@@ -269,4 +293,5 @@ pub(crate) static HOST_API: HostApi = HostApi {
     send_status,
     lu_aborted,
     lu_changed,
+    session_info,
 };

@@ -246,11 +246,15 @@ pub(crate) fn data_xfer_done(t: *mut Task, d: *mut DataBufRaw, status: Status) {
     let lu = unsafe { (*ct).lu.as_ref() };
     match lu {
         Some(lu) if st & KNOWN_TO_LU != 0 && !lu.released.load(Acquire) => {
+            // Hold the task while the LU runs: an abort both parties answer at once must not
+            // free it under the LU.
+            hold(ct);
             // SAFETY: the LU's entry point; ownership of the buffer returns to the LU.
             if unsafe { (lu.ops.dbuf_xfer_done)(lu.ctx, t, d) } == Status::PANICKED {
                 crate::core::fail_provider(&lu.provider, "panicked in dbuf_xfer_done");
                 fail_for_lu(ct);
             }
+            unpin(ct);
         }
         // The LU let go of the task (aborted) or is gone: the buffer goes home.
         _ => free_port_dbuf(ct, d),
