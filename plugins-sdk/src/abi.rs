@@ -41,11 +41,17 @@ unsafe impl Sync for RStr {}
 impl RStr {
     /// Borrows `s` as an `RStr` (the caller keeps `s` alive for the call).
     pub const fn new(s: &str) -> Self {
-        RStr { ptr: s.as_ptr(), len: s.len() }
+        RStr {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
     }
 
     /// The empty string.
-    pub const EMPTY: RStr = RStr { ptr: core::ptr::NonNull::<u8>::dangling().as_ptr(), len: 0 };
+    pub const EMPTY: RStr = RStr {
+        ptr: core::ptr::NonNull::<u8>::dangling().as_ptr(),
+        len: 0,
+    };
 
     /// Reads the string back.
     ///
@@ -469,9 +475,14 @@ pub struct TaskRequest {
 #[repr(C)]
 pub struct LuOps {
     /// Start executing a command or task-management request.
-    pub new_task: unsafe extern "C" fn(ctx: *const c_void, task: *mut Task, initial: *mut DataBufRaw) -> Status,
+    pub new_task: unsafe extern "C" fn(
+        ctx: *const c_void,
+        task: *mut Task,
+        initial: *mut DataBufRaw,
+    ) -> Status,
     /// A data transfer of `dbuf` finished; check `dbuf.xfer_status`. Ownership returns to the LU.
-    pub dbuf_xfer_done: unsafe extern "C" fn(ctx: *const c_void, task: *mut Task, dbuf: *mut DataBufRaw) -> Status,
+    pub dbuf_xfer_done:
+        unsafe extern "C" fn(ctx: *const c_void, task: *mut Task, dbuf: *mut DataBufRaw) -> Status,
     /// Abort `task`: return ABORT_SUCCESS or NOT_FOUND when let go, SUCCESS when the LU will call
     /// `lu_aborted` later, BUSY to be asked again.
     pub abort: unsafe extern "C" fn(ctx: *const c_void, task: *mut Task) -> Status,
@@ -480,7 +491,8 @@ pub struct LuOps {
     /// Online/offline control; the LU answers with `lu_ctl_complete` for ONLINE and OFFLINE.
     pub ctl: unsafe extern "C" fn(ctx: *const c_void, lu: LuHandle, cmd: CtlCmd) -> Status,
     /// An [`LuEvent`] concerning `session` (null for all).
-    pub event: unsafe extern "C" fn(ctx: *const c_void, event: LuEvent, session: SessionHandle) -> Status,
+    pub event:
+        unsafe extern "C" fn(ctx: *const c_void, event: LuEvent, session: SessionHandle) -> Status,
     /// Write a JSON object describing the LU (for `list-lu -v`) with [`HostApi::reply`].
     pub info: unsafe extern "C" fn(ctx: *const c_void, sink: *mut c_void) -> Status,
     /// The core no longer references the LU (after deregistration): free `ctx`.
@@ -492,9 +504,15 @@ pub struct LuOps {
 pub struct PortOps {
     /// Move one buffer of data for `task` (direction in `dbuf.flags`); complete with
     /// `data_xfer_done`. Ownership of `dbuf` passes to the port until then.
-    pub xfer_data: unsafe extern "C" fn(ctx: *const c_void, task: *mut Task, dbuf: *mut DataBufRaw, flags: u32) -> Status,
+    pub xfer_data: unsafe extern "C" fn(
+        ctx: *const c_void,
+        task: *mut Task,
+        dbuf: *mut DataBufRaw,
+        flags: u32,
+    ) -> Status,
     /// Send the status (or the TM response) of `task`; complete with `send_status_done`.
-    pub send_status: unsafe extern "C" fn(ctx: *const c_void, task: *mut Task, flags: u32) -> Status,
+    pub send_status:
+        unsafe extern "C" fn(ctx: *const c_void, task: *mut Task, flags: u32) -> Status,
     /// The core is done with `task`: release the port's context. The pointer dies after this.
     pub task_free: unsafe extern "C" fn(ctx: *const c_void, task: *mut Task) -> Status,
     /// Abort `task` (same results as [`LuOps::abort`]; late completion via `lport_aborted`).
@@ -503,7 +521,13 @@ pub struct PortOps {
     pub ctl: unsafe extern "C" fn(ctx: *const c_void, lport: LportHandle, cmd: CtlCmd) -> Status,
     /// Allocate a data buffer of `size` bytes (at least `*min_size`) into `*out`; on failure
     /// return ALLOC_FAILURE and may lower `*min_size` to what could be had.
-    pub dbuf_alloc: unsafe extern "C" fn(ctx: *const c_void, task: *mut Task, size: u32, min_size: *mut u32, out: *mut *mut DataBufRaw) -> Status,
+    pub dbuf_alloc: unsafe extern "C" fn(
+        ctx: *const c_void,
+        task: *mut Task,
+        size: u32,
+        min_size: *mut u32,
+        out: *mut *mut DataBufRaw,
+    ) -> Status,
     /// Free a buffer from `dbuf_alloc`.
     pub dbuf_free: unsafe extern "C" fn(ctx: *const c_void, dbuf: *mut DataBufRaw) -> Status,
     /// Write a JSON object describing the port with [`HostApi::reply`].
@@ -562,15 +586,24 @@ pub struct HostApi {
     /// Most verbose [`LogLevel`] the core wants (events above it are not sent).
     pub max_log_level: unsafe extern "C" fn() -> LogLevel,
     /// Emit a log event on the core's subscriber.
-    pub log: unsafe extern "C" fn(provider: ProviderToken, level: LogLevel, target: RStr, message: RStr),
+    pub log:
+        unsafe extern "C" fn(provider: ProviderToken, level: LogLevel, target: RStr, message: RStr),
     /// Append `text` to a reply sink handed to `control`, `save_config` or `info`.
     pub reply: unsafe extern "C" fn(sink: *mut c_void, text: RStr),
     /// Register an LU. It starts OFFLINE; the core then onlines it.
-    pub register_lu: unsafe extern "C" fn(provider: ProviderToken, reg: *const LuRegistration, out: *mut LuHandle) -> Status,
+    pub register_lu: unsafe extern "C" fn(
+        provider: ProviderToken,
+        reg: *const LuRegistration,
+        out: *mut LuHandle,
+    ) -> Status,
     /// Deregister an LU (offlines it first, aborting its tasks). `release` is called after.
     pub deregister_lu: unsafe extern "C" fn(lu: LuHandle) -> Status,
     /// Register a local port. It starts OFFLINE; the core then onlines it.
-    pub register_lport: unsafe extern "C" fn(provider: ProviderToken, reg: *const LportRegistration, out: *mut LportHandle) -> Status,
+    pub register_lport: unsafe extern "C" fn(
+        provider: ProviderToken,
+        reg: *const LportRegistration,
+        out: *mut LportHandle,
+    ) -> Status,
     /// Deregister a local port (refused with BUSY while it has sessions).
     pub deregister_lport: unsafe extern "C" fn(lport: LportHandle) -> Status,
     /// The LU finished an ONLINE/OFFLINE request with `status`.
@@ -578,25 +611,40 @@ pub struct HostApi {
     /// The port finished an ONLINE/OFFLINE request with `status`.
     pub lport_ctl_complete: unsafe extern "C" fn(lport: LportHandle, cmd: CtlCmd, status: Status),
     /// Register a session (I_T nexus) on an ONLINE port.
-    pub register_session: unsafe extern "C" fn(lport: LportHandle, reg: *const SessionRegistration, out: *mut SessionHandle) -> Status,
+    pub register_session: unsafe extern "C" fn(
+        lport: LportHandle,
+        reg: *const SessionRegistration,
+        out: *mut SessionHandle,
+    ) -> Status,
     /// Deregister a session; its outstanding tasks are aborted (I_T nexus loss).
     pub deregister_session: unsafe extern "C" fn(session: SessionHandle) -> Status,
     /// Port: allocate a task for a command or TM request.
-    pub task_alloc: unsafe extern "C" fn(session: SessionHandle, req: *const TaskRequest, out: *mut *mut Task) -> Status,
+    pub task_alloc: unsafe extern "C" fn(
+        session: SessionHandle,
+        req: *const TaskRequest,
+        out: *mut *mut Task,
+    ) -> Status,
     /// Port: hand the task to the core, with immediate/unsolicited data in `initial` (or null).
     pub post_task: unsafe extern "C" fn(task: *mut Task, initial: *mut DataBufRaw),
     /// Port: a transfer started by `xfer_data` finished; ownership of `dbuf` returns to the LU.
-    pub data_xfer_done: unsafe extern "C" fn(task: *mut Task, dbuf: *mut DataBufRaw, status: Status),
+    pub data_xfer_done:
+        unsafe extern "C" fn(task: *mut Task, dbuf: *mut DataBufRaw, status: Status),
     /// Port: the status of `task` was delivered (or failed with `status`).
     pub send_status_done: unsafe extern "C" fn(task: *mut Task, status: Status),
     /// Port: an abort that returned SUCCESS has finished; the port let go of the task.
     pub lport_aborted: unsafe extern "C" fn(task: *mut Task, status: Status),
     /// LU: allocate a data buffer from the port's store (see [`PortOps::dbuf_alloc`]).
-    pub dbuf_alloc: unsafe extern "C" fn(task: *mut Task, size: u32, min_size: *mut u32, out: *mut *mut DataBufRaw) -> Status,
+    pub dbuf_alloc: unsafe extern "C" fn(
+        task: *mut Task,
+        size: u32,
+        min_size: *mut u32,
+        out: *mut *mut DataBufRaw,
+    ) -> Status,
     /// LU: return a buffer to the port's store.
     pub dbuf_free: unsafe extern "C" fn(task: *mut Task, dbuf: *mut DataBufRaw),
     /// LU: move data (ownership of `dbuf` passes to the port until `dbuf_xfer_done`).
-    pub xfer_data: unsafe extern "C" fn(task: *mut Task, dbuf: *mut DataBufRaw, flags: u32) -> Status,
+    pub xfer_data:
+        unsafe extern "C" fn(task: *mut Task, dbuf: *mut DataBufRaw, flags: u32) -> Status,
     /// LU: send the status in `task.scsi_status`/`task.sense` (with [`io_flags::LU_DONE`]
     /// when the LU is finished with the task).
     pub send_status: unsafe extern "C" fn(task: *mut Task, flags: u32) -> Status,
@@ -605,7 +653,8 @@ pub struct HostApi {
     /// LU: a unit attention / capacity event for every nexus of the LU (informational to the core).
     pub lu_changed: unsafe extern "C" fn(lu: LuHandle),
     /// Who is behind a session: fills `out` (strings valid while the session is registered).
-    pub session_info: unsafe extern "C" fn(session: SessionHandle, out: *mut SessionInfoRaw) -> Status,
+    pub session_info:
+        unsafe extern "C" fn(session: SessionHandle, out: *mut SessionInfoRaw) -> Status,
 }
 
 /// Identity of a session's I_T nexus ([`HostApi::session_info`]).
@@ -650,13 +699,20 @@ pub struct ProviderRoot {
     pub layouts_len: usize,
     /// Create the provider instance with its saved configuration (JSON, possibly empty).
     /// On failure write a message with `host.reply(err_sink, ..)` and return non-SUCCESS.
-    pub create: unsafe extern "C" fn(host: *const HostApi, token: ProviderToken, config: RStr, out: *mut *mut c_void, err_sink: *mut c_void) -> Status,
+    pub create: unsafe extern "C" fn(
+        host: *const HostApi,
+        token: ProviderToken,
+        config: RStr,
+        out: *mut *mut c_void,
+        err_sink: *mut c_void,
+    ) -> Status,
     /// Destroy the instance. The provider deregisters its objects here; the core then
     /// releases any it left registered and unloads the library.
     pub destroy: unsafe extern "C" fn(instance: *mut c_void),
     /// A management request (JSON); write the JSON reply to `sink`. Non-SUCCESS means the
     /// reply is an error message.
-    pub control: unsafe extern "C" fn(instance: *mut c_void, request: RStr, sink: *mut c_void) -> Status,
+    pub control:
+        unsafe extern "C" fn(instance: *mut c_void, request: RStr, sink: *mut c_void) -> Status,
     /// Write the provider's configuration (JSON) to `sink`, to be given back to `create`.
     pub save_config: unsafe extern "C" fn(instance: *mut c_void, sink: *mut c_void) -> Status,
 }

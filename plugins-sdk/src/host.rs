@@ -65,7 +65,10 @@ impl Host {
     ///
     /// # Safety
     /// `reg.ctx` and `reg.ops` must stay valid until `ops.release` is called.
-    pub unsafe fn register_lport_raw(&self, reg: &LportRegistration) -> Result<LportHandle, Status> {
+    pub unsafe fn register_lport_raw(
+        &self,
+        reg: &LportRegistration,
+    ) -> Result<LportHandle, Status> {
         let mut out = LportHandle(core::ptr::null());
         // SAFETY: as in register_lu_raw.
         let st = unsafe { (self.api.register_lport)(self.token, reg, &mut out) };
@@ -103,8 +106,18 @@ impl Host {
     // ---- sessions (port side) -----------------------------------------------------------
 
     /// Registers an I_T nexus on an online local port.
-    pub fn register_session(&self, lport: LportHandle, initiator: &str, alias: &str, transport_id: &str) -> Result<SessionHandle, Status> {
-        let reg = SessionRegistration { initiator: RStr::new(initiator), alias: RStr::new(alias), transport_id: RStr::new(transport_id) };
+    pub fn register_session(
+        &self,
+        lport: LportHandle,
+        initiator: &str,
+        alias: &str,
+        transport_id: &str,
+    ) -> Result<SessionHandle, Status> {
+        let reg = SessionRegistration {
+            initiator: RStr::new(initiator),
+            alias: RStr::new(alias),
+            transport_id: RStr::new(transport_id),
+        };
         let mut out = SessionHandle(core::ptr::null());
         // SAFETY: reg and out are valid for the call.
         let st = unsafe { (self.api.register_session)(lport, &reg, &mut out) };
@@ -145,7 +158,12 @@ impl Host {
     // ---- tasks (port side) --------------------------------------------------------------
 
     /// Allocates a task for a command or TM request; `port_private` is stored in the task.
-    pub fn task_alloc(&self, session: SessionHandle, spec: &TaskSpec<'_>, port_private: *mut c_void) -> Result<TaskHandle, Status> {
+    pub fn task_alloc(
+        &self,
+        session: SessionHandle,
+        spec: &TaskSpec<'_>,
+        port_private: *mut c_void,
+    ) -> Result<TaskHandle, Status> {
         let req = spec.to_raw(port_private);
         let mut out: *mut Task = core::ptr::null_mut();
         // SAFETY: req/out valid for the call; the CDB slice outlives it (the core copies it).
@@ -212,7 +230,12 @@ impl Host {
     /// A port may complete the transfer before this returns: [`crate::Lu::dbuf_xfer_done`]
     /// (and whatever the LU does from there, up to sending status) can run on this stack.
     /// Do not hold a lock across this call that `dbuf_xfer_done` takes.
-    pub fn xfer_data(&self, task: TaskHandle, buf: DataBuf, flags: u32) -> Result<(), (Status, DataBuf)> {
+    pub fn xfer_data(
+        &self,
+        task: TaskHandle,
+        buf: DataBuf,
+        flags: u32,
+    ) -> Result<(), (Status, DataBuf)> {
         let raw = buf.into_raw();
         // SAFETY: valid task; on success the port owns the buffer until data_xfer_done.
         let st = unsafe { (self.api.xfer_data)(task.as_ptr(), raw, flags) };
@@ -229,7 +252,13 @@ impl Host {
 
     /// Sends status: stores `scsi_status` and `sense` in the task and hands it to the core.
     /// With [`io_flags::LU_DONE`] the LU is finished with the task.
-    pub fn send_status(&self, task: TaskHandle, scsi_status: u8, sense: &[u8], flags: u32) -> Status {
+    pub fn send_status(
+        &self,
+        task: TaskHandle,
+        scsi_status: u8,
+        sense: &[u8],
+        flags: u32,
+    ) -> Status {
         task.set_status(scsi_status, sense);
         // SAFETY: valid task.
         unsafe { (self.api.send_status)(task.as_ptr(), flags) }

@@ -95,48 +95,156 @@ type Fp = *const u8;
 pub static ABI_LAYOUTS: [LayoutEntry; 15] = [
     layout!(RStr { ptr: *const u8, len: usize }),
     layout!(Status {}),
-    layout!(LayoutEntry { name: RStr, size: u32, align: u32, fingerprint: u64 }),
+    layout!(LayoutEntry {
+        name: RStr,
+        size: u32,
+        align: u32,
+        fingerprint: u64
+    }),
     layout!(Task {
-        session: SessionHandle, lu: LuHandle, lun: [u8; 8], itl_private: Fp, port_private: Fp,
-        lu_private: Fp, tag: u64, tm_ref_tag: u64, expected_xfer_len: u64, cmd_sn: u32,
-        flags: u32, cdb: [u8; INLINE_CDB_LEN], ext_cdb: Fp, cdb_len: u16, task_attr: u8,
-        tm_function: u8, max_nbufs: u8, scsi_status: u8, tm_response: u8, residual_flags: u8,
-        sense_len: u16, reserved0: u16, residual: u64, nbytes_transferred: u64,
-        cmd_xfer_len: u64, sense: [u8; SENSE_LEN], reserved: [u64; 4],
+        session: SessionHandle,
+        lu: LuHandle,
+        lun: [u8; 8],
+        itl_private: Fp,
+        port_private: Fp,
+        lu_private: Fp,
+        tag: u64,
+        tm_ref_tag: u64,
+        expected_xfer_len: u64,
+        cmd_sn: u32,
+        flags: u32,
+        cdb: [u8; INLINE_CDB_LEN],
+        ext_cdb: Fp,
+        cdb_len: u16,
+        task_attr: u8,
+        tm_function: u8,
+        max_nbufs: u8,
+        scsi_status: u8,
+        tm_response: u8,
+        residual_flags: u8,
+        sense_len: u16,
+        reserved0: u16,
+        residual: u64,
+        nbytes_transferred: u64,
+        cmd_xfer_len: u64,
+        sense: [u8; SENSE_LEN],
+        reserved: [u64; 4],
     }),
     layout!(DataBufRaw {
-        data: Fp, buf_size: u32, xfer_len: u32, rel_offset: u64, flags: u32,
-        xfer_status: Status, port_private: Fp, lu_private: Fp, core_private: u64,
+        data: Fp,
+        buf_size: u32,
+        xfer_len: u32,
+        rel_offset: u64,
+        flags: u32,
+        xfer_status: Status,
+        port_private: Fp,
+        lu_private: Fp,
+        core_private: u64,
     }),
     layout!(TaskRequest {
-        lun: [u8; 8], cdb: Fp, cdb_len: u32, flags: u32, tag: u64, expected_xfer_len: u64,
-        cmd_sn: u32, task_attr: u8, tm_function: u8, max_nbufs: u8, reserved0: u8,
-        tm_ref_tag: u64, port_private: Fp,
+        lun: [u8; 8],
+        cdb: Fp,
+        cdb_len: u32,
+        flags: u32,
+        tag: u64,
+        expected_xfer_len: u64,
+        cmd_sn: u32,
+        task_attr: u8,
+        tm_function: u8,
+        max_nbufs: u8,
+        reserved0: u8,
+        tm_ref_tag: u64,
+        port_private: Fp,
     }),
     layout!(LuOps {
-        new_task: Fp, dbuf_xfer_done: Fp, abort: Fp, task_free: Fp, ctl: Fp, event: Fp,
-        info: Fp, release: Fp,
+        new_task: Fp,
+        dbuf_xfer_done: Fp,
+        abort: Fp,
+        task_free: Fp,
+        ctl: Fp,
+        event: Fp,
+        info: Fp,
+        release: Fp,
     }),
     layout!(PortOps {
-        xfer_data: Fp, send_status: Fp, task_free: Fp, abort: Fp, ctl: Fp, dbuf_alloc: Fp,
-        dbuf_free: Fp, info: Fp, release: Fp,
+        xfer_data: Fp,
+        send_status: Fp,
+        task_free: Fp,
+        abort: Fp,
+        ctl: Fp,
+        dbuf_alloc: Fp,
+        dbuf_free: Fp,
+        info: Fp,
+        release: Fp,
     }),
-    layout!(LuRegistration { guid: [u8; 16], alias: RStr, ctx: Fp, ops: LuOps }),
-    layout!(LportRegistration { name: RStr, alias: RStr, protocol: RStr, ctx: Fp, ops: PortOps }),
-    layout!(SessionRegistration { initiator: RStr, alias: RStr, transport_id: RStr }),
+    layout!(LuRegistration {
+        guid: [u8; 16],
+        alias: RStr,
+        ctx: Fp,
+        ops: LuOps
+    }),
+    layout!(LportRegistration {
+        name: RStr,
+        alias: RStr,
+        protocol: RStr,
+        ctx: Fp,
+        ops: PortOps
+    }),
+    layout!(SessionRegistration {
+        initiator: RStr,
+        alias: RStr,
+        transport_id: RStr
+    }),
     layout!(HostApi {
-        abi_version: u32, size: u32, max_log_level: Fp, log: Fp, reply: Fp, register_lu: Fp,
-        deregister_lu: Fp, register_lport: Fp, deregister_lport: Fp, lu_ctl_complete: Fp,
-        lport_ctl_complete: Fp, register_session: Fp, deregister_session: Fp, task_alloc: Fp,
-        post_task: Fp, data_xfer_done: Fp, send_status_done: Fp, lport_aborted: Fp,
-        dbuf_alloc: Fp, dbuf_free: Fp, xfer_data: Fp, send_status: Fp, lu_aborted: Fp,
-        lu_changed: Fp, session_info: Fp,
+        abi_version: u32,
+        size: u32,
+        max_log_level: Fp,
+        log: Fp,
+        reply: Fp,
+        register_lu: Fp,
+        deregister_lu: Fp,
+        register_lport: Fp,
+        deregister_lport: Fp,
+        lu_ctl_complete: Fp,
+        lport_ctl_complete: Fp,
+        register_session: Fp,
+        deregister_session: Fp,
+        task_alloc: Fp,
+        post_task: Fp,
+        data_xfer_done: Fp,
+        send_status_done: Fp,
+        lport_aborted: Fp,
+        dbuf_alloc: Fp,
+        dbuf_free: Fp,
+        xfer_data: Fp,
+        send_status: Fp,
+        lu_aborted: Fp,
+        lu_changed: Fp,
+        session_info: Fp,
     }),
-    layout!(SessionInfoRaw { initiator: RStr, transport_id: RStr, target: RStr, relative_port_id: u16, reserved: [u16; 3], id: u64 }),
+    layout!(SessionInfoRaw {
+        initiator: RStr,
+        transport_id: RStr,
+        target: RStr,
+        relative_port_id: u16,
+        reserved: [u16; 3],
+        id: u64
+    }),
     layout!(ProviderRoot {
-        magic: u64, abi_version: u32, root_size: u32, kind: ProviderKind, reserved0: u32,
-        name: RStr, version: RStr, description: RStr, layouts: Fp, layouts_len: usize,
-        create: Fp, destroy: Fp, control: Fp, save_config: Fp,
+        magic: u64,
+        abi_version: u32,
+        root_size: u32,
+        kind: ProviderKind,
+        reserved0: u32,
+        name: RStr,
+        version: RStr,
+        description: RStr,
+        layouts: Fp,
+        layouts_len: usize,
+        create: Fp,
+        destroy: Fp,
+        control: Fp,
+        save_config: Fp,
     }),
     layout!(ProviderKind {}),
 ];
@@ -173,7 +281,10 @@ pub enum LayoutMismatch {
 /// Compares a provider's layout table with [`ABI_LAYOUTS`].
 pub fn check_layouts(provider: &[LayoutEntry]) -> Result<(), LayoutMismatch> {
     if provider.len() != ABI_LAYOUTS.len() {
-        return Err(LayoutMismatch::Count { provider: provider.len(), host: ABI_LAYOUTS.len() });
+        return Err(LayoutMismatch::Count {
+            provider: provider.len(),
+            host: ABI_LAYOUTS.len(),
+        });
     }
     for (p, h) in provider.iter().zip(ABI_LAYOUTS.iter()) {
         if p != h {
@@ -206,13 +317,18 @@ mod tests {
         let mut t = ABI_LAYOUTS;
         t[3].fingerprint ^= 1;
         match check_layouts(&t) {
-            Err(LayoutMismatch::Type { name, same_shape, .. }) => {
+            Err(LayoutMismatch::Type {
+                name, same_shape, ..
+            }) => {
                 assert_eq!(name, "Task");
                 assert!(same_shape);
             }
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(check_layouts(&t[..5]), Err(LayoutMismatch::Count { provider: 5, .. })));
+        assert!(matches!(
+            check_layouts(&t[..5]),
+            Err(LayoutMismatch::Count { provider: 5, .. })
+        ));
     }
 
     #[test]

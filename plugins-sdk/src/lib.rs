@@ -36,8 +36,8 @@ pub mod scsi;
 mod task;
 
 pub use abi::{
-    CtlCmd, LogLevel, LuEvent, LuHandle, LportHandle, ProviderKind, ProviderToken,
-    SessionHandle, Status, TmFunction, TmResponse,
+    CtlCmd, LogLevel, LportHandle, LuEvent, LuHandle, ProviderKind, ProviderToken, SessionHandle,
+    Status, TmFunction, TmResponse,
 };
 pub use guard::{guard, panic_message};
 pub use host::{Host, ReplySink, SessionDetails};

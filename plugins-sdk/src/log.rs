@@ -24,7 +24,10 @@ pub(crate) fn install_bridge(host: Host) {
     if INSTALLED.set(()).is_ok() {
         // SAFETY: the table is the core's, valid while the provider is loaded.
         let max = unsafe { (host.api().max_log_level)() };
-        let _ = tracing::subscriber::set_global_default(Bridge { host, max: to_filter(max) });
+        let _ = tracing::subscriber::set_global_default(Bridge {
+            host,
+            max: to_filter(max),
+        });
     }
 }
 
@@ -66,7 +69,13 @@ impl Visit for Message {
                 let _ = write!(self.0, "{value:?} {s}");
             }
         } else {
-            let _ = write!(self.0, "{}{}={:?}", if self.0.is_empty() { "" } else { " " }, field.name(), value);
+            let _ = write!(
+                self.0,
+                "{}{}={:?}",
+                if self.0.is_empty() { "" } else { " " },
+                field.name(),
+                value
+            );
         }
     }
 
@@ -74,7 +83,13 @@ impl Visit for Message {
         if field.name() == "message" {
             self.record_debug(field, &format_args!("{value}"));
         } else {
-            let _ = write!(self.0, "{}{}={}", if self.0.is_empty() { "" } else { " " }, field.name(), value);
+            let _ = write!(
+                self.0,
+                "{}{}={}",
+                if self.0.is_empty() { "" } else { " " },
+                field.name(),
+                value
+            );
         }
     }
 }
@@ -102,7 +117,12 @@ impl Subscriber for Bridge {
         event.record(&mut msg);
         // SAFETY: the table is valid while the provider is loaded; strings live for the call.
         unsafe {
-            (self.host.api().log)(self.host.token(), to_level(meta.level()), RStr::new(meta.target()), RStr::new(&msg.0))
+            (self.host.api().log)(
+                self.host.token(),
+                to_level(meta.level()),
+                RStr::new(meta.target()),
+                RStr::new(&msg.0),
+            )
         }
     }
 

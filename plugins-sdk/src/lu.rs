@@ -80,7 +80,11 @@ fn st(r: Result<(), String>) -> Status {
 
 /// # Safety (all shims)
 /// `ctx` is the `LuBox<L>` leaked at registration; the core passes valid task/buffer pointers.
-unsafe extern "C" fn new_task_shim<L: Lu>(ctx: *const c_void, task: *mut Task, initial: *mut DataBufRaw) -> Status {
+unsafe extern "C" fn new_task_shim<L: Lu>(
+    ctx: *const c_void,
+    task: *mut Task,
+    initial: *mut DataBufRaw,
+) -> Status {
     st(guard("lu.new_task", || {
         // SAFETY: shim contract.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
@@ -91,12 +95,17 @@ unsafe extern "C" fn new_task_shim<L: Lu>(ctx: *const c_void, task: *mut Task, i
     }))
 }
 
-unsafe extern "C" fn dbuf_xfer_done_shim<L: Lu>(ctx: *const c_void, task: *mut Task, dbuf: *mut DataBufRaw) -> Status {
+unsafe extern "C" fn dbuf_xfer_done_shim<L: Lu>(
+    ctx: *const c_void,
+    task: *mut Task,
+    dbuf: *mut DataBufRaw,
+) -> Status {
     st(guard("lu.dbuf_xfer_done", || {
         // SAFETY: shim contract.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
         // SAFETY: shim contract; the buffer's ownership returns to the LU.
-        if let (Some(t), Some(d)) = unsafe { (TaskHandle::from_raw(task), DataBuf::from_raw(dbuf)) } {
+        if let (Some(t), Some(d)) = unsafe { (TaskHandle::from_raw(task), DataBuf::from_raw(dbuf)) }
+        {
             b.lu.dbuf_xfer_done(&b.host, t, d);
         }
     }))
@@ -134,7 +143,11 @@ unsafe extern "C" fn ctl_shim<L: Lu>(ctx: *const c_void, lu: LuHandle, cmd: CtlC
     }))
 }
 
-unsafe extern "C" fn event_shim<L: Lu>(ctx: *const c_void, event: LuEvent, session: SessionHandle) -> Status {
+unsafe extern "C" fn event_shim<L: Lu>(
+    ctx: *const c_void,
+    event: LuEvent,
+    session: SessionHandle,
+) -> Status {
     st(guard("lu.event", || {
         // SAFETY: shim contract.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
@@ -162,7 +175,12 @@ unsafe extern "C" fn release_shim<L: Lu>(ctx: *const c_void) -> Status {
 impl Host {
     /// Registers `lu` under the NAA identifier `guid`. The core keeps a reference until it
     /// calls the LU's release entry after [`Host::deregister_lu`].
-    pub fn register_lu<L: Lu>(&self, guid: [u8; 16], alias: &str, lu: Arc<L>) -> Result<LuHandle, Status> {
+    pub fn register_lu<L: Lu>(
+        &self,
+        guid: [u8; 16],
+        alias: &str,
+        lu: Arc<L>,
+    ) -> Result<LuHandle, Status> {
         let ctx = Box::into_raw(Box::new(LuBox { host: *self, lu })) as *const c_void;
         let reg = LuRegistration {
             guid,

@@ -61,18 +61,28 @@ fn st(r: Result<(), String>) -> Status {
 
 /// # Safety (all shims)
 /// `ctx` is the `PortBox<P>` leaked at registration; the core passes valid pointers.
-unsafe extern "C" fn xfer_data_shim<P: Port>(ctx: *const c_void, task: *mut Task, dbuf: *mut DataBufRaw, flags: u32) -> Status {
+unsafe extern "C" fn xfer_data_shim<P: Port>(
+    ctx: *const c_void,
+    task: *mut Task,
+    dbuf: *mut DataBufRaw,
+    flags: u32,
+) -> Status {
     st(guard("port.xfer_data", || {
         // SAFETY: shim contract.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
         // SAFETY: shim contract; the buffer's ownership passes to the port.
-        if let (Some(t), Some(d)) = unsafe { (TaskHandle::from_raw(task), DataBuf::from_raw(dbuf)) } {
+        if let (Some(t), Some(d)) = unsafe { (TaskHandle::from_raw(task), DataBuf::from_raw(dbuf)) }
+        {
             b.port.xfer_data(&b.host, t, d, flags);
         }
     }))
 }
 
-unsafe extern "C" fn send_status_shim<P: Port>(ctx: *const c_void, task: *mut Task, flags: u32) -> Status {
+unsafe extern "C" fn send_status_shim<P: Port>(
+    ctx: *const c_void,
+    task: *mut Task,
+    flags: u32,
+) -> Status {
     st(guard("port.send_status", || {
         // SAFETY: shim contract.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
@@ -111,7 +121,11 @@ unsafe extern "C" fn abort_shim<P: Port>(ctx: *const c_void, task: *mut Task) ->
     .unwrap_or(Status::PANICKED)
 }
 
-unsafe extern "C" fn ctl_shim<P: Port>(ctx: *const c_void, lport: LportHandle, cmd: CtlCmd) -> Status {
+unsafe extern "C" fn ctl_shim<P: Port>(
+    ctx: *const c_void,
+    lport: LportHandle,
+    cmd: CtlCmd,
+) -> Status {
     st(guard("port.ctl", || {
         // SAFETY: shim contract.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
@@ -119,7 +133,13 @@ unsafe extern "C" fn ctl_shim<P: Port>(ctx: *const c_void, lport: LportHandle, c
     }))
 }
 
-unsafe extern "C" fn dbuf_alloc_shim<P: Port>(ctx: *const c_void, task: *mut Task, size: u32, min_size: *mut u32, out: *mut *mut DataBufRaw) -> Status {
+unsafe extern "C" fn dbuf_alloc_shim<P: Port>(
+    ctx: *const c_void,
+    task: *mut Task,
+    size: u32,
+    min_size: *mut u32,
+    out: *mut *mut DataBufRaw,
+) -> Status {
     guard("port.dbuf_alloc", || {
         // SAFETY: shim contract.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
@@ -173,7 +193,13 @@ unsafe extern "C" fn release_shim<P: Port>(ctx: *const c_void) -> Status {
 
 impl Host {
     /// Registers a local port named `name` (e.g. a target IQN) speaking `protocol`.
-    pub fn register_lport<P: Port>(&self, name: &str, alias: &str, protocol: &str, port: Arc<P>) -> Result<LportHandle, Status> {
+    pub fn register_lport<P: Port>(
+        &self,
+        name: &str,
+        alias: &str,
+        protocol: &str,
+        port: Arc<P>,
+    ) -> Result<LportHandle, Status> {
         let ctx = Box::into_raw(Box::new(PortBox { host: *self, port })) as *const c_void;
         let reg = LportRegistration {
             name: RStr::new(name),

@@ -53,7 +53,10 @@ pub trait Provider: Send + Sync + Sized + 'static {
     /// Handles a management request (JSON in, JSON out); `Err` carries the message shown to
     /// the admin.
     fn control(&self, _request: &str) -> Result<String, String> {
-        Err(format!("provider {} accepts no control requests", Self::NAME))
+        Err(format!(
+            "provider {} accepts no control requests",
+            Self::NAME
+        ))
     }
 
     /// The configuration to persist (JSON), given back to [`Provider::create`] on restart.
@@ -66,7 +69,13 @@ pub trait Provider: Send + Sync + Sized + 'static {
     fn shutdown(&self) {}
 }
 
-unsafe extern "C" fn create_shim<P: Provider>(host: *const HostApi, token: ProviderToken, config: RStr, out: *mut *mut c_void, err_sink: *mut c_void) -> Status {
+unsafe extern "C" fn create_shim<P: Provider>(
+    host: *const HostApi,
+    token: ProviderToken,
+    config: RStr,
+    out: *mut *mut c_void,
+    err_sink: *mut c_void,
+) -> Status {
     guard("provider.create", || {
         // SAFETY: the core passes its table, valid while the provider is loaded.
         let Some(host) = (unsafe { Host::from_raw(host, token) }) else {
@@ -78,7 +87,9 @@ unsafe extern "C" fn create_shim<P: Provider>(host: *const HostApi, token: Provi
         match P::create(ProviderContext { host }, &config) {
             Ok(provider) => {
                 // SAFETY: out is a valid place supplied by the core.
-                unsafe { *out = Box::into_raw(Box::new(Instance { host, provider })) as *mut c_void };
+                unsafe {
+                    *out = Box::into_raw(Box::new(Instance { host, provider })) as *mut c_void
+                };
                 Status::SUCCESS
             }
             Err(msg) => {
@@ -110,7 +121,11 @@ unsafe extern "C" fn destroy_shim<P: Provider>(instance: *mut c_void) {
     });
 }
 
-unsafe extern "C" fn control_shim<P: Provider>(instance: *mut c_void, request: RStr, sink: *mut c_void) -> Status {
+unsafe extern "C" fn control_shim<P: Provider>(
+    instance: *mut c_void,
+    request: RStr,
+    sink: *mut c_void,
+) -> Status {
     guard("provider.control", || {
         // SAFETY: instance from create_shim, alive until destroy.
         let inst = unsafe { &*(instance as *const Instance<P>) };
@@ -127,7 +142,10 @@ unsafe extern "C" fn control_shim<P: Provider>(instance: *mut c_void, request: R
     .unwrap_or(Status::PANICKED)
 }
 
-unsafe extern "C" fn save_config_shim<P: Provider>(instance: *mut c_void, sink: *mut c_void) -> Status {
+unsafe extern "C" fn save_config_shim<P: Provider>(
+    instance: *mut c_void,
+    sink: *mut c_void,
+) -> Status {
     guard("provider.save_config", || {
         // SAFETY: instance from create_shim.
         let inst = unsafe { &*(instance as *const Instance<P>) };

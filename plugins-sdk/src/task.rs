@@ -1,6 +1,8 @@
 //! Task handles and owned data buffers.
 
-use crate::abi::{DataBufRaw, LuHandle, SessionHandle, Status, Task, TaskRequest, TmFunction, INLINE_CDB_LEN};
+use crate::abi::{
+    DataBufRaw, LuHandle, SessionHandle, Status, Task, TaskRequest, TmFunction, INLINE_CDB_LEN,
+};
 use core::ffi::c_void;
 use core::ptr::NonNull;
 
@@ -250,7 +252,11 @@ impl<'a> TaskSpec<'a> {
 
     /// A task-management request.
     pub fn task_mgmt(lun: [u8; 8], function: TmFunction, tag: u64, ref_tag: u64) -> Self {
-        TaskSpec { tm_function: function, tm_ref_tag: ref_tag, ..Self::command(lun, &[], tag) }
+        TaskSpec {
+            tm_function: function,
+            tm_ref_tag: ref_tag,
+            ..Self::command(lun, &[], tag)
+        }
     }
 
     pub(crate) fn to_raw(self, port_private: *mut c_void) -> TaskRequest {

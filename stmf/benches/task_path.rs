@@ -23,10 +23,15 @@ fn null_task(bencher: divan::Bencher) {
         b.task(i);
     }
     let mut tag = 0u64;
-    bencher.counter(divan::counter::ItemsCount::new(1usize)).bench_local(|| {
-        tag += 1;
-        b.task(tag);
-    });
+    bencher
+        .counter(divan::counter::ItemsCount::new(1usize))
+        .bench_local(|| {
+            tag += 1;
+            b.task(tag);
+        });
     assert!(DONE.load(Relaxed) > 10_000, "tasks did not complete");
-    assert!(b.stmf.list_lu()[0].stats.other_cmds > 10_000, "the LU counted the commands");
+    assert!(
+        b.stmf.list_lu()[0].stats.other_cmds > 10_000,
+        "the LU counted the commands"
+    );
 }

@@ -63,11 +63,19 @@ pub(crate) fn fail_provider(p: &ProviderEntry, what: &str) {
     tracing::error!(provider = %p.name, "provider {what}; its LUs and ports are forced offline");
     let Some(core) = p.core.upgrade() else { return };
     let why = format!("provider {} {what}", p.name);
-    let lus: Vec<_> = read(&core.lus).values().filter(|l| std::ptr::eq(Arc::as_ptr(&l.provider), p)).cloned().collect();
+    let lus: Vec<_> = read(&core.lus)
+        .values()
+        .filter(|l| std::ptr::eq(Arc::as_ptr(&l.provider), p))
+        .cloned()
+        .collect();
     for l in lus {
         core.force_offline_lu(&l, why.clone());
     }
-    let lps: Vec<_> = read(&core.lports).iter().filter(|l| std::ptr::eq(Arc::as_ptr(&l.provider), p)).cloned().collect();
+    let lps: Vec<_> = read(&core.lports)
+        .iter()
+        .filter(|l| std::ptr::eq(Arc::as_ptr(&l.provider), p))
+        .cloned()
+        .collect();
     for l in lps {
         core.force_offline_lport(&l, why.clone());
     }
@@ -79,7 +87,9 @@ pub(crate) fn deregister_session(h: SessionHandle) -> Status {
     for lp in LPORTS_ALL.snapshot() {
         let found = {
             let mut ss = lock(&lp.sessions);
-            ss.iter().position(|s| std::ptr::eq(Arc::as_ptr(s) as *const c_void, h.0)).map(|i| ss.remove(i))
+            ss.iter()
+                .position(|s| std::ptr::eq(Arc::as_ptr(s) as *const c_void, h.0))
+                .map(|i| ss.remove(i))
         };
         if let Some(s) = found {
             if let Some(core) = lp.provider.core.upgrade() {
@@ -94,11 +104,17 @@ pub(crate) fn deregister_session(h: SessionHandle) -> Status {
 /// A registered (or dying) session by handle; the handle is compared, never dereferenced.
 pub(crate) fn find_session(h: SessionHandle) -> Option<Arc<SessionCore>> {
     for lp in LPORTS_ALL.snapshot() {
-        if let Some(s) = lock(&lp.sessions).iter().find(|s| std::ptr::eq(Arc::as_ptr(s) as *const c_void, h.0)) {
+        if let Some(s) = lock(&lp.sessions)
+            .iter()
+            .find(|s| std::ptr::eq(Arc::as_ptr(s) as *const c_void, h.0))
+        {
             return Some(s.clone());
         }
         if let Some(core) = lp.provider.core.upgrade() {
-            if let Some(s) = lock(&core.dying).iter().find(|s| std::ptr::eq(Arc::as_ptr(s) as *const c_void, h.0)) {
+            if let Some(s) = lock(&core.dying)
+                .iter()
+                .find(|s| std::ptr::eq(Arc::as_ptr(s) as *const c_void, h.0))
+            {
                 return Some(s.clone());
             }
         }
@@ -134,11 +150,17 @@ impl CoreInner {
     }
 
     pub(crate) fn all_sessions(&self) -> Vec<Arc<SessionCore>> {
-        read(&self.lports).iter().flat_map(|l| lock(&l.sessions).clone()).collect()
+        read(&self.lports)
+            .iter()
+            .flat_map(|l| lock(&l.sessions).clone())
+            .collect()
     }
 
     pub(crate) fn dying_session(&self, s: &SessionCore) -> Option<Arc<SessionCore>> {
-        lock(&self.dying).iter().find(|x| std::ptr::eq(Arc::as_ptr(x), s)).cloned()
+        lock(&self.dying)
+            .iter()
+            .find(|x| std::ptr::eq(Arc::as_ptr(x), s))
+            .cloned()
     }
 
     /// Drops dead sessions whose tasks are all gone.
@@ -146,14 +168,25 @@ impl CoreInner {
         lock(&self.dying).retain(|s| s.in_use.load(Acquire) > 0);
     }
 
-    fn build_map(&self, views: &ViewStore, lus: &BTreeMap<Guid, Arc<LuEntry>>, s: &SessionCore) -> Arc<LunMap> {
+    fn build_map(
+        &self,
+        views: &ViewStore,
+        lus: &BTreeMap<Guid, Arc<LuEntry>>,
+        s: &SessionCore,
+    ) -> Arc<LunMap> {
         let entries = views
             .lun_map(&s.initiator, &s.lport.name)
             .into_iter()
             .map(|(lun, guid)| {
                 let lu = lus.get(&guid).cloned();
                 let online = lu.as_ref().is_some_and(|l| l.online.load(Acquire));
-                MapEntry { lun, guid, lu, online, stats: s.itl_stats(guid) }
+                MapEntry {
+                    lun,
+                    guid,
+                    lu,
+                    online,
+                    stats: s.itl_stats(guid),
+                }
             })
             .collect();
         Arc::new(LunMap { entries })
@@ -188,14 +221,20 @@ impl CoreInner {
                 c.pending = None;
                 return None;
             }
-            c = cv.wait_timeout(c, deadline - now).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+            c = cv
+                .wait_timeout(c, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
         }
     }
 
     /// Sends ONLINE or OFFLINE to an LU and waits for its completion.
     fn ctl_lu(&self, lu: &Arc<LuEntry>, cmd: CtlCmd) -> Result<()> {
         if lu.provider.is_failed() || lu.released.load(Acquire) {
-            return Err(StmfError::new(ErrorKind::Provider, format!("LU {}: its provider has failed", lu.guid)));
+            return Err(StmfError::new(
+                ErrorKind::Provider,
+                format!("LU {}: its provider has failed", lu.guid),
+            ));
         }
         lock(&lu.ctl).pending = Some((cmd, None));
         // SAFETY: the LU's entry point with its handle.
@@ -203,18 +242,34 @@ impl CoreInner {
         if r == Status::PANICKED {
             lock(&lu.ctl).pending = None;
             fail_provider(&lu.provider, "panicked in ctl");
-            return Err(StmfError::new(ErrorKind::Provider, format!("LU {}: provider panicked", lu.guid)));
+            return Err(StmfError::new(
+                ErrorKind::Provider,
+                format!("LU {}: provider panicked", lu.guid),
+            ));
         }
         match self.wait_ctl(&lu.ctl, &lu.ctl_cv) {
             Some(st) if st.is_ok() => Ok(()),
-            Some(st) => Err(StmfError::new(ErrorKind::Provider, format!("LU {}: provider failed the request: {st}", lu.guid))),
-            None => Err(StmfError::new(ErrorKind::Timeout, format!("LU {}: provider did not complete the request within {} ms", lu.guid, self.ctl_timeout().as_millis()))),
+            Some(st) => Err(StmfError::new(
+                ErrorKind::Provider,
+                format!("LU {}: provider failed the request: {st}", lu.guid),
+            )),
+            None => Err(StmfError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "LU {}: provider did not complete the request within {} ms",
+                    lu.guid,
+                    self.ctl_timeout().as_millis()
+                ),
+            )),
         }
     }
 
     fn ctl_lport(&self, lp: &Arc<LportEntry>, cmd: CtlCmd) -> Result<()> {
         if lp.provider.is_failed() || lp.released.load(Acquire) {
-            return Err(StmfError::new(ErrorKind::Provider, format!("target {}: its provider has failed", lp.name)));
+            return Err(StmfError::new(
+                ErrorKind::Provider,
+                format!("target {}: its provider has failed", lp.name),
+            ));
         }
         lock(&lp.ctl).pending = Some((cmd, None));
         // SAFETY: the port's entry point with its handle.
@@ -222,12 +277,25 @@ impl CoreInner {
         if r == Status::PANICKED {
             lock(&lp.ctl).pending = None;
             fail_provider(&lp.provider, "panicked in ctl");
-            return Err(StmfError::new(ErrorKind::Provider, format!("target {}: provider panicked", lp.name)));
+            return Err(StmfError::new(
+                ErrorKind::Provider,
+                format!("target {}: provider panicked", lp.name),
+            ));
         }
         match self.wait_ctl(&lp.ctl, &lp.ctl_cv) {
             Some(st) if st.is_ok() => Ok(()),
-            Some(st) => Err(StmfError::new(ErrorKind::Provider, format!("target {}: provider failed the request: {st}", lp.name))),
-            None => Err(StmfError::new(ErrorKind::Timeout, format!("target {}: provider did not complete the request within {} ms", lp.name, self.ctl_timeout().as_millis()))),
+            Some(st) => Err(StmfError::new(
+                ErrorKind::Provider,
+                format!("target {}: provider failed the request: {st}", lp.name),
+            )),
+            None => Err(StmfError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "target {}: provider did not complete the request within {} ms",
+                    lp.name,
+                    self.ctl_timeout().as_millis()
+                ),
+            )),
         }
     }
 
@@ -236,7 +304,9 @@ impl CoreInner {
             let mut c = lock(&lu.ctl);
             match c.state {
                 ObjState::Online => return Ok(()),
-                ObjState::Onlining | ObjState::Offlining => return Err(StmfError::busy(format!("LU {} is {}", lu.guid, c.state))),
+                ObjState::Onlining | ObjState::Offlining => {
+                    return Err(StmfError::busy(format!("LU {} is {}", lu.guid, c.state)))
+                }
                 ObjState::Offline => c.state = ObjState::Onlining,
             }
         }
@@ -251,7 +321,13 @@ impl CoreInner {
                 lock(&self.offline_lus).remove(&lu.guid);
                 lu.online.store(true, Release);
                 // SAFETY: the LU's entry point.
-                unsafe { (lu.ops.ctl)(lu.ctx, LuHandle(Arc::as_ptr(lu) as *const c_void), CtlCmd::ACK_ONLINE_COMPLETE) };
+                unsafe {
+                    (lu.ops.ctl)(
+                        lu.ctx,
+                        LuHandle(Arc::as_ptr(lu) as *const c_void),
+                        CtlCmd::ACK_ONLINE_COMPLETE,
+                    )
+                };
                 self.refresh_maps();
                 Ok(())
             }
@@ -272,7 +348,9 @@ impl CoreInner {
                     c.admin_offline |= admin;
                     return Ok(());
                 }
-                ObjState::Onlining | ObjState::Offlining => return Err(StmfError::busy(format!("LU {} is {}", lu.guid, c.state))),
+                ObjState::Onlining | ObjState::Offlining => {
+                    return Err(StmfError::busy(format!("LU {} is {}", lu.guid, c.state)))
+                }
                 ObjState::Online => c.state = ObjState::Offlining,
             }
         }
@@ -280,9 +358,13 @@ impl CoreInner {
         self.refresh_maps();
         // Abort everything outstanding on the LU, from every initiator.
         let (tx, rx) = mpsc::channel();
-        crate::tm::abort_lu_tasks(&self.all_sessions_with_dying(), Arc::as_ptr(lu), move |timed_out| {
-            let _ = tx.send(timed_out);
-        });
+        crate::tm::abort_lu_tasks(
+            &self.all_sessions_with_dying(),
+            Arc::as_ptr(lu),
+            move |timed_out| {
+                let _ = tx.send(timed_out);
+            },
+        );
         let limit = self.abort_timeout() + Duration::from_secs(2);
         match rx.recv_timeout(limit) {
             Ok(false) => {}
@@ -303,7 +385,13 @@ impl CoreInner {
                     lock(&self.offline_lus).insert(lu.guid);
                 }
                 // SAFETY: the LU's entry point.
-                unsafe { (lu.ops.ctl)(lu.ctx, LuHandle(Arc::as_ptr(lu) as *const c_void), CtlCmd::ACK_OFFLINE_COMPLETE) };
+                unsafe {
+                    (lu.ops.ctl)(
+                        lu.ctx,
+                        LuHandle(Arc::as_ptr(lu) as *const c_void),
+                        CtlCmd::ACK_OFFLINE_COMPLETE,
+                    )
+                };
                 Ok(())
             }
             Err(e) if e.kind == ErrorKind::Timeout => {
@@ -356,7 +444,12 @@ impl CoreInner {
             let mut c = lock(&lp.ctl);
             match c.state {
                 ObjState::Online => return Ok(()),
-                ObjState::Onlining | ObjState::Offlining => return Err(StmfError::busy(format!("target {} is {}", lp.name, c.state))),
+                ObjState::Onlining | ObjState::Offlining => {
+                    return Err(StmfError::busy(format!(
+                        "target {} is {}",
+                        lp.name, c.state
+                    )))
+                }
                 ObjState::Offline => c.state = ObjState::Onlining,
             }
         }
@@ -371,7 +464,13 @@ impl CoreInner {
                 lock(&self.offline_targets).remove(&lp.name);
                 lp.online.store(true, Release);
                 // SAFETY: the port's entry point.
-                unsafe { (lp.ops.ctl)(lp.ctx, LportHandle(Arc::as_ptr(lp) as *const c_void), CtlCmd::ACK_ONLINE_COMPLETE) };
+                unsafe {
+                    (lp.ops.ctl)(
+                        lp.ctx,
+                        LportHandle(Arc::as_ptr(lp) as *const c_void),
+                        CtlCmd::ACK_ONLINE_COMPLETE,
+                    )
+                };
                 Ok(())
             }
             Err(e) => {
@@ -391,7 +490,12 @@ impl CoreInner {
                     c.admin_offline |= admin;
                     return Ok(());
                 }
-                ObjState::Onlining | ObjState::Offlining => return Err(StmfError::busy(format!("target {} is {}", lp.name, c.state))),
+                ObjState::Onlining | ObjState::Offlining => {
+                    return Err(StmfError::busy(format!(
+                        "target {} is {}",
+                        lp.name, c.state
+                    )))
+                }
                 ObjState::Online => c.state = ObjState::Offlining,
             }
         }
@@ -409,7 +513,13 @@ impl CoreInner {
                     lock(&self.offline_targets).insert(lp.name.clone());
                 }
                 // SAFETY: the port's entry point.
-                unsafe { (lp.ops.ctl)(lp.ctx, LportHandle(Arc::as_ptr(lp) as *const c_void), CtlCmd::ACK_OFFLINE_COMPLETE) };
+                unsafe {
+                    (lp.ops.ctl)(
+                        lp.ctx,
+                        LportHandle(Arc::as_ptr(lp) as *const c_void),
+                        CtlCmd::ACK_OFFLINE_COMPLETE,
+                    )
+                };
                 Ok(())
             }
             Err(e) => {
@@ -419,7 +529,11 @@ impl CoreInner {
         }
     }
 
-    pub(crate) fn register_lu(&self, p: &Arc<ProviderEntry>, reg: &LuRegistration) -> std::result::Result<LuHandle, Status> {
+    pub(crate) fn register_lu(
+        &self,
+        p: &Arc<ProviderEntry>,
+        reg: &LuRegistration,
+    ) -> std::result::Result<LuHandle, Status> {
         if p.kind != ProviderKind::LU || p.is_failed() {
             return Err(Status::BAD_STATE);
         }
@@ -477,12 +591,22 @@ impl CoreInner {
         Status::SUCCESS
     }
 
-    pub(crate) fn register_lport(&self, p: &Arc<ProviderEntry>, reg: &LportRegistration) -> std::result::Result<LportHandle, Status> {
+    pub(crate) fn register_lport(
+        &self,
+        p: &Arc<ProviderEntry>,
+        reg: &LportRegistration,
+    ) -> std::result::Result<LportHandle, Status> {
         if p.kind != ProviderKind::PORT || p.is_failed() {
             return Err(Status::BAD_STATE);
         }
         // SAFETY: valid for the call.
-        let (name, alias, protocol) = unsafe { (reg.name.as_str().into_owned(), reg.alias.as_str().into_owned(), reg.protocol.as_str().into_owned()) };
+        let (name, alias, protocol) = unsafe {
+            (
+                reg.name.as_str().into_owned(),
+                reg.alias.as_str().into_owned(),
+                reg.protocol.as_str().into_owned(),
+            )
+        };
         if name.is_empty() || name.len() > 223 {
             return Err(Status::INVALID_ARG);
         }
@@ -539,12 +663,22 @@ impl CoreInner {
         Status::SUCCESS
     }
 
-    pub(crate) fn register_session(&self, lp: &Arc<LportEntry>, reg: &SessionRegistration) -> std::result::Result<SessionHandle, Status> {
+    pub(crate) fn register_session(
+        &self,
+        lp: &Arc<LportEntry>,
+        reg: &SessionRegistration,
+    ) -> std::result::Result<SessionHandle, Status> {
         if !lp.online.load(Acquire) {
             return Err(Status::BAD_STATE);
         }
         // SAFETY: valid for the call.
-        let (ini, alias, tid) = unsafe { (reg.initiator.as_str().into_owned(), reg.alias.as_str().into_owned(), reg.transport_id.as_str().into_owned()) };
+        let (ini, alias, tid) = unsafe {
+            (
+                reg.initiator.as_str().into_owned(),
+                reg.alias.as_str().into_owned(),
+                reg.transport_id.as_str().into_owned(),
+            )
+        };
         if ini.is_empty() {
             return Err(Status::INVALID_ARG);
         }
@@ -556,7 +690,12 @@ impl CoreInner {
             *write(&s.map) = self.build_map(&views, &lus, &s);
             lock(&lp.sessions).push(s.clone());
         }
-        tracing::debug!("session {id} of {} (transport id {:?}) registered on {}", s.initiator, s.transport_id, lp.name);
+        tracing::debug!(
+            "session {id} of {} (transport id {:?}) registered on {}",
+            s.initiator,
+            s.transport_id,
+            lp.name
+        );
         Ok(SessionHandle(Arc::as_ptr(&s) as *const c_void))
     }
 
@@ -570,7 +709,13 @@ impl CoreInner {
                 lu.retired.absorb(&e.stats);
                 if !lu.released.load(Acquire) {
                     // SAFETY: the LU's entry point.
-                    unsafe { (lu.ops.event)(lu.ctx, LuEvent::ITL_REMOVED, SessionHandle(Arc::as_ptr(&s) as *const c_void)) };
+                    unsafe {
+                        (lu.ops.event)(
+                            lu.ctx,
+                            LuEvent::ITL_REMOVED,
+                            SessionHandle(Arc::as_ptr(&s) as *const c_void),
+                        )
+                    };
                 }
             }
         }
@@ -608,9 +753,15 @@ impl CoreInner {
 
     fn provider_info(&self, p: &ProviderEntry) -> ProviderInfo {
         let objects = if p.kind == ProviderKind::LU {
-            read(&self.lus).values().filter(|l| std::ptr::eq(Arc::as_ptr(&l.provider), p)).count()
+            read(&self.lus)
+                .values()
+                .filter(|l| std::ptr::eq(Arc::as_ptr(&l.provider), p))
+                .count()
         } else {
-            read(&self.lports).iter().filter(|l| std::ptr::eq(Arc::as_ptr(&l.provider), p)).count()
+            read(&self.lports)
+                .iter()
+                .filter(|l| std::ptr::eq(Arc::as_ptr(&l.provider), p))
+                .count()
         };
         ProviderInfo {
             name: p.name.clone(),
@@ -625,16 +776,35 @@ impl CoreInner {
     }
 
     fn find_provider(&self, name: &str) -> Result<Arc<ProviderEntry>> {
-        lock(&self.providers).iter().find(|p| p.name == name).cloned().ok_or_else(|| StmfError::not_found(format!("provider {name} is not loaded")))
+        lock(&self.providers)
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
+            .ok_or_else(|| StmfError::not_found(format!("provider {name} is not loaded")))
     }
 
-    fn install_provider(self: &Arc<Self>, root: &'static ProviderRoot, lib: Option<libloading::Library>, path: String, config: &str) -> Result<ProviderInfo> {
+    fn install_provider(
+        self: &Arc<Self>,
+        root: &'static ProviderRoot,
+        lib: Option<libloading::Library>,
+        path: String,
+        config: &str,
+    ) -> Result<ProviderInfo> {
         // SAFETY: checked root; static strings.
-        let (name, version, description) = unsafe { (root.name.as_str().into_owned(), root.version.as_str().into_owned(), root.description.as_str().into_owned()) };
+        let (name, version, description) = unsafe {
+            (
+                root.name.as_str().into_owned(),
+                root.version.as_str().into_owned(),
+                root.description.as_str().into_owned(),
+            )
+        };
         let entry = {
             let mut ps = lock(&self.providers);
             if let Some(p) = ps.iter().find(|p| p.name == name) {
-                return Err(StmfError::exists(format!("{path}: provider {name} is already loaded (from {})", p.path)));
+                return Err(StmfError::exists(format!(
+                    "{path}: provider {name} is already loaded (from {})",
+                    p.path
+                )));
             }
             let entry = Arc::new(ProviderEntry {
                 name: name.clone(),
@@ -655,13 +825,24 @@ impl CoreInner {
         let mut err = String::new();
         let mut inst: *mut c_void = std::ptr::null_mut();
         // SAFETY: the provider's create entry with the host table; out-params valid.
-        let st = unsafe { (root.create)(&HOST_API, ProviderToken(Arc::as_ptr(&entry) as *const c_void), RStr::new(config), &mut inst, sink_string(&mut err)) };
+        let st = unsafe {
+            (root.create)(
+                &HOST_API,
+                ProviderToken(Arc::as_ptr(&entry) as *const c_void),
+                RStr::new(config),
+                &mut inst,
+                sink_string(&mut err),
+            )
+        };
         if !st.is_ok() || inst.is_null() {
             self.remove_provider_objects(&entry);
             lock(&self.providers).retain(|p| !Arc::ptr_eq(p, &entry));
             PROVIDERS.remove(&entry);
             let why = if err.is_empty() { st.to_string() } else { err };
-            return Err(StmfError::new(ErrorKind::ProviderLoad, format!("{path}: provider {name} refused to start: {why}")));
+            return Err(StmfError::new(
+                ErrorKind::ProviderLoad,
+                format!("{path}: provider {name} refused to start: {why}"),
+            ));
         }
         entry.instance.store(inst, Release);
         tracing::info!("provider {name} {} loaded from {path}", entry.version);
@@ -670,11 +851,19 @@ impl CoreInner {
 
     /// Deregisters whatever a provider left registered.
     fn remove_provider_objects(&self, p: &Arc<ProviderEntry>) {
-        let lus: Vec<_> = read(&self.lus).values().filter(|l| Arc::ptr_eq(&l.provider, p)).cloned().collect();
+        let lus: Vec<_> = read(&self.lus)
+            .values()
+            .filter(|l| Arc::ptr_eq(&l.provider, p))
+            .cloned()
+            .collect();
         for l in lus {
             self.deregister_lu(&l);
         }
-        let lps: Vec<_> = read(&self.lports).iter().filter(|l| Arc::ptr_eq(&l.provider, p)).cloned().collect();
+        let lps: Vec<_> = read(&self.lports)
+            .iter()
+            .filter(|l| Arc::ptr_eq(&l.provider, p))
+            .cloned()
+            .collect();
         for l in lps {
             let sessions: Vec<_> = std::mem::take(&mut *lock(&l.sessions));
             for s in sessions {
@@ -709,9 +898,13 @@ impl Stmf {
             svc: svc.clone(),
         });
         let weak = Arc::downgrade(&inner);
-        let spawned = std::thread::Builder::new().name("stmf-svc".into()).spawn(move || svc.run(weak));
+        let spawned = std::thread::Builder::new()
+            .name("stmf-svc".into())
+            .spawn(move || svc.run(weak));
         if let Err(e) = spawned {
-            tracing::error!("cannot start the stmf service thread: {e}; abort timeouts will not fire");
+            tracing::error!(
+                "cannot start the stmf service thread: {e}; abort timeouts will not fire"
+            );
         }
         Stmf { inner }
     }
@@ -724,24 +917,36 @@ impl Stmf {
     /// Loads a provider library, checks its ABI and creates it with `config` (JSON, may be "").
     pub fn load_provider(&self, path: &Path, config: &str) -> Result<ProviderInfo> {
         let (lib, root) = crate::loader::open(path)?;
-        self.inner.install_provider(root, Some(lib), path.display().to_string(), config)
+        self.inner
+            .install_provider(root, Some(lib), path.display().to_string(), config)
     }
 
     /// Registers a provider linked into this process (tests, benchmarks), with the same checks.
-    pub fn register_builtin_provider(&self, root: &'static ProviderRoot, config: &str) -> Result<ProviderInfo> {
+    pub fn register_builtin_provider(
+        &self,
+        root: &'static ProviderRoot,
+        config: &str,
+    ) -> Result<ProviderInfo> {
         // SAFETY: a 'static root of this process.
         let root = unsafe { crate::loader::check_root(root, "builtin")? };
         // SAFETY: static string.
         let name = unsafe { root.name.as_str().into_owned() };
-        self.inner.install_provider(root, None, format!("builtin:{name}"), config)
+        self.inner
+            .install_provider(root, None, format!("builtin:{name}"), config)
     }
 
     /// Destroys a provider and unloads its library; refused while it has objects online.
     pub fn unload_provider(&self, name: &str) -> Result<()> {
         let p = self.inner.find_provider(name)?;
         if !p.is_failed() {
-            let lus = read(&self.inner.lus).values().filter(|l| Arc::ptr_eq(&l.provider, &p) && l.online.load(Acquire)).count();
-            let lps = read(&self.inner.lports).iter().filter(|l| Arc::ptr_eq(&l.provider, &p) && l.online.load(Acquire)).count();
+            let lus = read(&self.inner.lus)
+                .values()
+                .filter(|l| Arc::ptr_eq(&l.provider, &p) && l.online.load(Acquire))
+                .count();
+            let lps = read(&self.inner.lports)
+                .iter()
+                .filter(|l| Arc::ptr_eq(&l.provider, &p) && l.online.load(Acquire))
+                .count();
             if lus + lps > 0 {
                 return Err(StmfError::busy(format!("provider {name} has {lus} LU(s) and {lps} target(s) online; take them offline first")));
             }
@@ -769,7 +974,11 @@ impl Stmf {
         ps.iter().map(|p| self.inner.provider_info(p)).collect()
     }
 
-    fn call_provider(&self, name: &str, f: impl FnOnce(&ProviderEntry, *mut c_void, *mut c_void) -> Status) -> Result<String> {
+    fn call_provider(
+        &self,
+        name: &str,
+        f: impl FnOnce(&ProviderEntry, *mut c_void, *mut c_void) -> Status,
+    ) -> Result<String> {
         let p = self.inner.find_provider(name)?;
         if let Some(why) = lock(&p.failed).clone() {
             return Err(StmfError::new(ErrorKind::Provider, why));
@@ -781,16 +990,28 @@ impl Stmf {
             Status::SUCCESS => Ok(out),
             Status::PANICKED => {
                 fail_provider(&p, "panicked in a management request");
-                Err(StmfError::new(ErrorKind::Provider, format!("provider {name} panicked")))
+                Err(StmfError::new(
+                    ErrorKind::Provider,
+                    format!("provider {name} panicked"),
+                ))
             }
-            _ => Err(StmfError::new(ErrorKind::Provider, if out.is_empty() { format!("provider {name}: {st}") } else { format!("provider {name}: {out}") })),
+            _ => Err(StmfError::new(
+                ErrorKind::Provider,
+                if out.is_empty() {
+                    format!("provider {name}: {st}")
+                } else {
+                    format!("provider {name}: {out}")
+                },
+            )),
         }
     }
 
     /// Sends a management request (JSON) to a provider and returns its JSON reply.
     pub fn provider_control(&self, name: &str, request_json: &str) -> Result<String> {
         // SAFETY: the provider's control entry with its instance; sink valid for the call.
-        let r = self.call_provider(name, |p, inst, sink| unsafe { (p.root.control)(inst, RStr::new(request_json), sink) });
+        let r = self.call_provider(name, |p, inst, sink| unsafe {
+            (p.root.control)(inst, RStr::new(request_json), sink)
+        });
         if r.is_ok() {
             self.inner.refresh_maps();
         }
@@ -800,14 +1021,21 @@ impl Stmf {
     /// The provider's configuration to persist.
     pub fn provider_config(&self, name: &str) -> Result<String> {
         // SAFETY: as in provider_control.
-        self.call_provider(name, |p, inst, sink| unsafe { (p.root.save_config)(inst, sink) })
+        self.call_provider(name, |p, inst, sink| unsafe {
+            (p.root.save_config)(inst, sink)
+        })
     }
 
     /// Operational summary.
     pub fn state(&self) -> StateInfo {
         StateInfo {
             operational: "online".into(),
-            config: if self.inner.initialized.load(Acquire) { "initialized" } else { "uninitialized" }.into(),
+            config: if self.inner.initialized.load(Acquire) {
+                "initialized"
+            } else {
+                "uninitialized"
+            }
+            .into(),
             providers: lock(&self.inner.providers).len(),
             lus: read(&self.inner.lus).len(),
             targets: read(&self.inner.lports).len(),
@@ -872,7 +1100,13 @@ impl Stmf {
     }
 
     /// Adds a view entry (LUN auto-assigned when `None`).
-    pub fn add_view(&self, guid: Guid, host_group: Option<&str>, target_group: Option<&str>, lun: Option<u16>) -> Result<ViewEntry> {
+    pub fn add_view(
+        &self,
+        guid: Guid,
+        host_group: Option<&str>,
+        target_group: Option<&str>,
+        lun: Option<u16>,
+    ) -> Result<ViewEntry> {
         self.views_op(|v| v.add_view(guid, host_group, target_group, lun))
     }
     /// Removes one view entry.
@@ -887,17 +1121,26 @@ impl Stmf {
     pub fn list_view(&self, guid: Guid) -> Result<Vec<ViewEntry>> {
         let v = lock(&self.inner.views).list_view(guid);
         if v.is_empty() && !read(&self.inner.lus).contains_key(&guid) {
-            return Err(StmfError::not_found(format!("LU {guid} is not registered and has no view entries")));
+            return Err(StmfError::not_found(format!(
+                "LU {guid} is not registered and has no view entries"
+            )));
         }
         Ok(v)
     }
 
     fn find_lu(&self, guid: Guid) -> Result<Arc<LuEntry>> {
-        read(&self.inner.lus).get(&guid).cloned().ok_or_else(|| StmfError::not_found(format!("LU {guid} is not registered")))
+        read(&self.inner.lus)
+            .get(&guid)
+            .cloned()
+            .ok_or_else(|| StmfError::not_found(format!("LU {guid} is not registered")))
     }
 
     fn find_lport(&self, name: &str) -> Result<Arc<LportEntry>> {
-        read(&self.inner.lports).iter().find(|l| l.name == name).cloned().ok_or_else(|| StmfError::not_found(format!("target {name} is not registered")))
+        read(&self.inner.lports)
+            .iter()
+            .find(|l| l.name == name)
+            .cloned()
+            .ok_or_else(|| StmfError::not_found(format!("target {name} is not registered")))
     }
 
     /// Registered LUs.
@@ -908,7 +1151,8 @@ impl Stmf {
                 let mut details = String::new();
                 if !l.released.load(Acquire) && !l.provider.is_failed() {
                     // SAFETY: the LU's info entry; sink valid for the call.
-                    if unsafe { (l.ops.info)(l.ctx, sink_string(&mut details)) } == Status::PANICKED {
+                    if unsafe { (l.ops.info)(l.ctx, sink_string(&mut details)) } == Status::PANICKED
+                    {
                         fail_provider(&l.provider, "panicked in info");
                     }
                 }
@@ -948,7 +1192,16 @@ impl Stmf {
                 let stats = self.inner.lport_stats(l);
                 let sessions = lock(&l.sessions)
                     .iter()
-                    .map(|s| SessionInfo { id: s.id, initiator: s.initiator.clone(), alias: s.alias.clone(), luns: read(&s.map).inventory().into_iter().map(|(l, _)| l).collect() })
+                    .map(|s| SessionInfo {
+                        id: s.id,
+                        initiator: s.initiator.clone(),
+                        alias: s.alias.clone(),
+                        luns: read(&s.map)
+                            .inventory()
+                            .into_iter()
+                            .map(|(l, _)| l)
+                            .collect(),
+                    })
                     .collect();
                 let c = lock(&l.ctl);
                 LportInfo {

@@ -5,7 +5,9 @@ use crate::route::{free_port_dbuf, send_status, set_sense};
 use crate::task::*;
 use plugins_sdk::abi::{dbuf_flags, io_flags, DataBufRaw, Status, Task};
 use plugins_sdk::scsi::lun::Lun;
-use plugins_sdk::scsi::{Asc, Cdb, Inquiry, OpCode, ReportLuns, RequestSense, ScsiStatus, Sense, SenseFormat, SenseKey};
+use plugins_sdk::scsi::{
+    Asc, Cdb, Inquiry, OpCode, ReportLuns, RequestSense, ScsiStatus, Sense, SenseFormat, SenseKey,
+};
 use std::sync::atomic::Ordering::AcqRel;
 
 fn begin(ct: *mut CoreTask, initial: *mut DataBufRaw) {
@@ -123,7 +125,8 @@ pub(crate) fn report_luns(ct: *mut CoreTask, initial: *mut DataBufRaw) {
         0x00 | 0x02 => {
             // SAFETY: the task holds its map.
             let map = unsafe { (*ct).map.as_ref() };
-            map.map(|m| m.inventory().into_iter().map(|(l, _)| l).collect()).unwrap_or_default()
+            map.map(|m| m.inventory().into_iter().map(|(l, _)| l).collect())
+                .unwrap_or_default()
         }
         0x01 => Vec::new(),
         _ => return finish_check(ct, Sense::invalid_field_in_cdb(2, None)),
@@ -166,7 +169,11 @@ pub(crate) fn no_lu(ct: *mut CoreTask, initial: *mut DataBufRaw) {
         },
         OpCode::REQUEST_SENSE => match RequestSense::decode(&c) {
             Ok(r) => {
-                let fmt = if r.desc { SenseFormat::Descriptor } else { SenseFormat::Fixed };
+                let fmt = if r.desc {
+                    SenseFormat::Descriptor
+                } else {
+                    SenseFormat::Fixed
+                };
                 let bytes = not_supported.encode(fmt);
                 send_data(ct, bytes.as_slice(), r.alloc_len as usize);
             }

@@ -45,7 +45,10 @@ pub struct StmfError {
 impl StmfError {
     /// Builds an error.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        StmfError { kind, message: message.into() }
+        StmfError {
+            kind,
+            message: message.into(),
+        }
     }
     /// NotFound.
     pub fn not_found(m: impl Into<String>) -> Self {

@@ -13,7 +13,10 @@ fn guarded<R>(what: &str, fallback: R, f: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
-            tracing::error!("core panicked in host entry {what}: {}", plugins_sdk::panic_message(&*p));
+            tracing::error!(
+                "core panicked in host entry {what}: {}",
+                plugins_sdk::panic_message(&*p)
+            );
             fallback
         }
     }
@@ -42,15 +45,28 @@ unsafe extern "C" fn log(provider: ProviderToken, level: LogLevel, target: RStr,
         return;
     }
     guarded("log", (), || {
-        let name = PROVIDERS.get(provider.0).map(|p| p.name.clone()).unwrap_or_else(|| "?".into());
+        let name = PROVIDERS
+            .get(provider.0)
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| "?".into());
         // SAFETY: strings valid for the call.
         let (target, message) = unsafe { (target.as_str(), message.as_str()) };
         match level {
-            LogLevel::ERROR => tracing::error!(target: "provider", provider = %name, module = %target, "{message}"),
-            LogLevel::WARN => tracing::warn!(target: "provider", provider = %name, module = %target, "{message}"),
-            LogLevel::INFO => tracing::info!(target: "provider", provider = %name, module = %target, "{message}"),
-            LogLevel::DEBUG => tracing::debug!(target: "provider", provider = %name, module = %target, "{message}"),
-            _ => tracing::trace!(target: "provider", provider = %name, module = %target, "{message}"),
+            LogLevel::ERROR => {
+                tracing::error!(target: "provider", provider = %name, module = %target, "{message}")
+            }
+            LogLevel::WARN => {
+                tracing::warn!(target: "provider", provider = %name, module = %target, "{message}")
+            }
+            LogLevel::INFO => {
+                tracing::info!(target: "provider", provider = %name, module = %target, "{message}")
+            }
+            LogLevel::DEBUG => {
+                tracing::debug!(target: "provider", provider = %name, module = %target, "{message}")
+            }
+            _ => {
+                tracing::trace!(target: "provider", provider = %name, module = %target, "{message}")
+            }
         }
     });
     IN_LOG.with(|f| f.set(false));
@@ -67,12 +83,19 @@ unsafe extern "C" fn reply(sink: *mut c_void, text: RStr) {
     })
 }
 
-unsafe extern "C" fn register_lu(provider: ProviderToken, reg: *const LuRegistration, out: *mut LuHandle) -> Status {
+unsafe extern "C" fn register_lu(
+    provider: ProviderToken,
+    reg: *const LuRegistration,
+    out: *mut LuHandle,
+) -> Status {
     guarded("register_lu", Status::INVALID_ARG, || {
-        let (Some(p), false, false) = (PROVIDERS.get(provider.0), reg.is_null(), out.is_null()) else {
+        let (Some(p), false, false) = (PROVIDERS.get(provider.0), reg.is_null(), out.is_null())
+        else {
             return Status::INVALID_ARG;
         };
-        let Some(core) = p.core.upgrade() else { return Status::BAD_STATE };
+        let Some(core) = p.core.upgrade() else {
+            return Status::BAD_STATE;
+        };
         // SAFETY: non-null, valid for the call.
         match core.register_lu(&p, unsafe { &*reg }) {
             Ok(h) => {
@@ -86,21 +109,30 @@ unsafe extern "C" fn register_lu(provider: ProviderToken, reg: *const LuRegistra
 }
 
 unsafe extern "C" fn deregister_lu(lu: LuHandle) -> Status {
-    guarded("deregister_lu", Status::INVALID_ARG, || match LUS.get(lu.0) {
-        Some(l) => match l.provider.core.upgrade() {
-            Some(core) => core.deregister_lu(&l),
-            None => Status::BAD_STATE,
-        },
-        None => Status::NOT_FOUND,
+    guarded("deregister_lu", Status::INVALID_ARG, || {
+        match LUS.get(lu.0) {
+            Some(l) => match l.provider.core.upgrade() {
+                Some(core) => core.deregister_lu(&l),
+                None => Status::BAD_STATE,
+            },
+            None => Status::NOT_FOUND,
+        }
     })
 }
 
-unsafe extern "C" fn register_lport(provider: ProviderToken, reg: *const LportRegistration, out: *mut LportHandle) -> Status {
+unsafe extern "C" fn register_lport(
+    provider: ProviderToken,
+    reg: *const LportRegistration,
+    out: *mut LportHandle,
+) -> Status {
     guarded("register_lport", Status::INVALID_ARG, || {
-        let (Some(p), false, false) = (PROVIDERS.get(provider.0), reg.is_null(), out.is_null()) else {
+        let (Some(p), false, false) = (PROVIDERS.get(provider.0), reg.is_null(), out.is_null())
+        else {
             return Status::INVALID_ARG;
         };
-        let Some(core) = p.core.upgrade() else { return Status::BAD_STATE };
+        let Some(core) = p.core.upgrade() else {
+            return Status::BAD_STATE;
+        };
         // SAFETY: non-null, valid for the call.
         match core.register_lport(&p, unsafe { &*reg }) {
             Ok(h) => {
@@ -114,12 +146,14 @@ unsafe extern "C" fn register_lport(provider: ProviderToken, reg: *const LportRe
 }
 
 unsafe extern "C" fn deregister_lport(lport: LportHandle) -> Status {
-    guarded("deregister_lport", Status::INVALID_ARG, || match LPORTS.get(lport.0) {
-        Some(l) => match l.provider.core.upgrade() {
-            Some(core) => core.deregister_lport(&l),
-            None => Status::BAD_STATE,
-        },
-        None => Status::NOT_FOUND,
+    guarded("deregister_lport", Status::INVALID_ARG, || {
+        match LPORTS.get(lport.0) {
+            Some(l) => match l.provider.core.upgrade() {
+                Some(core) => core.deregister_lport(&l),
+                None => Status::BAD_STATE,
+            },
+            None => Status::NOT_FOUND,
+        }
     })
 }
 
@@ -139,12 +173,18 @@ unsafe extern "C" fn lport_ctl_complete(lport: LportHandle, cmd: CtlCmd, status:
     })
 }
 
-unsafe extern "C" fn register_session(lport: LportHandle, reg: *const SessionRegistration, out: *mut SessionHandle) -> Status {
+unsafe extern "C" fn register_session(
+    lport: LportHandle,
+    reg: *const SessionRegistration,
+    out: *mut SessionHandle,
+) -> Status {
     guarded("register_session", Status::INVALID_ARG, || {
         let (Some(l), false, false) = (LPORTS.get(lport.0), reg.is_null(), out.is_null()) else {
             return Status::INVALID_ARG;
         };
-        let Some(core) = l.provider.core.upgrade() else { return Status::BAD_STATE };
+        let Some(core) = l.provider.core.upgrade() else {
+            return Status::BAD_STATE;
+        };
         // SAFETY: non-null, valid for the call.
         match core.register_session(&l, unsafe { &*reg }) {
             Ok(h) => {
@@ -158,10 +198,16 @@ unsafe extern "C" fn register_session(lport: LportHandle, reg: *const SessionReg
 }
 
 unsafe extern "C" fn deregister_session(session: SessionHandle) -> Status {
-    guarded("deregister_session", Status::INVALID_ARG, || crate::core::deregister_session(session))
+    guarded("deregister_session", Status::INVALID_ARG, || {
+        crate::core::deregister_session(session)
+    })
 }
 
-unsafe extern "C" fn task_alloc(session: SessionHandle, req: *const TaskRequest, out: *mut *mut Task) -> Status {
+unsafe extern "C" fn task_alloc(
+    session: SessionHandle,
+    req: *const TaskRequest,
+    out: *mut *mut Task,
+) -> Status {
     guarded("task_alloc", Status::ALLOC_FAILURE, || {
         if session.0.is_null() || req.is_null() || out.is_null() {
             return Status::INVALID_ARG;
@@ -186,13 +232,17 @@ unsafe extern "C" fn post_task(task: *mut Task, initial: *mut DataBufRaw) {
 
 unsafe extern "C" fn data_xfer_done(task: *mut Task, dbuf: *mut DataBufRaw, status: Status) {
     if !task.is_null() && !dbuf.is_null() {
-        guarded("data_xfer_done", (), || route::data_xfer_done(task, dbuf, status))
+        guarded("data_xfer_done", (), || {
+            route::data_xfer_done(task, dbuf, status)
+        })
     }
 }
 
 unsafe extern "C" fn send_status_done(task: *mut Task, status: Status) {
     if !task.is_null() {
-        guarded("send_status_done", (), || route::send_status_done(task, status))
+        guarded("send_status_done", (), || {
+            route::send_status_done(task, status)
+        })
     }
 }
 
@@ -202,11 +252,18 @@ unsafe extern "C" fn lport_aborted(task: *mut Task, _status: Status) {
     }
 }
 
-unsafe extern "C" fn dbuf_alloc(task: *mut Task, size: u32, min_size: *mut u32, out: *mut *mut DataBufRaw) -> Status {
+unsafe extern "C" fn dbuf_alloc(
+    task: *mut Task,
+    size: u32,
+    min_size: *mut u32,
+    out: *mut *mut DataBufRaw,
+) -> Status {
     if task.is_null() || min_size.is_null() || out.is_null() {
         return Status::INVALID_ARG;
     }
-    guarded("dbuf_alloc", Status::ALLOC_FAILURE, || route::dbuf_alloc(task, size, min_size, out))
+    guarded("dbuf_alloc", Status::ALLOC_FAILURE, || {
+        route::dbuf_alloc(task, size, min_size, out)
+    })
 }
 
 unsafe extern "C" fn dbuf_free(task: *mut Task, dbuf: *mut DataBufRaw) {
@@ -219,14 +276,18 @@ unsafe extern "C" fn xfer_data(task: *mut Task, dbuf: *mut DataBufRaw, flags: u3
     if task.is_null() || dbuf.is_null() {
         return Status::INVALID_ARG;
     }
-    guarded("xfer_data", Status::IO_ERROR, || route::xfer_data(task, dbuf, flags))
+    guarded("xfer_data", Status::IO_ERROR, || {
+        route::xfer_data(task, dbuf, flags)
+    })
 }
 
 unsafe extern "C" fn send_status(task: *mut Task, flags: u32) -> Status {
     if task.is_null() {
         return Status::INVALID_ARG;
     }
-    guarded("send_status", Status::IO_ERROR, || route::send_status(task, flags))
+    guarded("send_status", Status::IO_ERROR, || {
+        route::send_status(task, flags)
+    })
 }
 
 unsafe extern "C" fn lu_aborted(task: *mut Task, _status: Status) {
@@ -247,24 +308,28 @@ unsafe extern "C" fn session_info(session: SessionHandle, out: *mut SessionInfoR
     if out.is_null() {
         return Status::INVALID_ARG;
     }
-    guarded("session_info", Status::NOT_FOUND, || match crate::core::find_session(session) {
-        Some(s) => {
-            // SAFETY: non-null out-param; the strings live in the session, which the caller
-            // may use while it is registered (the contract).
-            unsafe {
-                *out = SessionInfoRaw {
-                    initiator: RStr::new(&s.initiator),
-                    transport_id: RStr::new(&s.transport_id),
-                    target: RStr::new(&s.lport.name),
-                    relative_port_id: s.lport.relative_id,
-                    reserved: [0; 3],
-                    id: s.id,
-                }
-            };
-            Status::SUCCESS
-        }
-        None => Status::NOT_FOUND,
-    })
+    guarded(
+        "session_info",
+        Status::NOT_FOUND,
+        || match crate::core::find_session(session) {
+            Some(s) => {
+                // SAFETY: non-null out-param; the strings live in the session, which the caller
+                // may use while it is registered (the contract).
+                unsafe {
+                    *out = SessionInfoRaw {
+                        initiator: RStr::new(&s.initiator),
+                        transport_id: RStr::new(&s.transport_id),
+                        target: RStr::new(&s.lport.name),
+                        relative_port_id: s.lport.relative_id,
+                        reserved: [0; 3],
+                        id: s.id,
+                    }
+                };
+                Status::SUCCESS
+            }
+            None => Status::NOT_FOUND,
+        },
+    )
 }
 
 /// The table handed to every provider.

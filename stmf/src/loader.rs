@@ -29,10 +29,20 @@ pub(crate) fn open(path: &Path) -> Result<(libloading::Library, &'static Provide
     }
     // SAFETY: loading a library runs its initialisers; loading providers is what the admin
     // asked for. Nothing else from it is trusted before the checks below.
-    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| load_err(&shown, format!("not a loadable shared library ({})", chain(&e))))?;
+    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| {
+        load_err(
+            &shown,
+            format!("not a loadable shared library ({})", chain(&e)),
+        )
+    })?;
     // SAFETY: the symbol, if present, has the documented signature; its absence is an error.
     let root_fn = unsafe { lib.get::<extern "C" fn() -> *const ProviderRoot>(ROOT_SYMBOL) }
-        .map_err(|_| load_err(&shown, "not an rstmf provider: it exports no `rstmf_provider_root` symbol"))?;
+        .map_err(|_| {
+            load_err(
+                &shown,
+                "not an rstmf provider: it exports no `rstmf_provider_root` symbol",
+            )
+        })?;
     let root = root_fn();
     // SAFETY: the root lives in the library's static data, alive while `lib` is loaded; the
     // core keeps `lib` for as long as it uses the root.
@@ -45,7 +55,10 @@ pub(crate) fn open(path: &Path) -> Result<(libloading::Library, &'static Provide
 /// # Safety
 /// `root` must be null or point to readable memory at least as large as the ABI-version-stable
 /// prefix (magic, abi_version, root_size), valid for `'static` (or as long as it is used).
-pub(crate) unsafe fn check_root(root: *const ProviderRoot, shown: &str) -> Result<&'static ProviderRoot> {
+pub(crate) unsafe fn check_root(
+    root: *const ProviderRoot,
+    shown: &str,
+) -> Result<&'static ProviderRoot> {
     if root.is_null() {
         return Err(load_err(shown, "its root module pointer is null"));
     }
@@ -54,7 +67,10 @@ pub(crate) unsafe fn check_root(root: *const ProviderRoot, shown: &str) -> Resul
     // SAFETY: per the function contract the prefix is readable.
     let (magic, abi, size) = unsafe { ((*root).magic, (*root).abi_version, (*root).root_size) };
     if magic != ROOT_MAGIC {
-        return Err(load_err(shown, "not an rstmf provider root module (bad magic)"));
+        return Err(load_err(
+            shown,
+            "not an rstmf provider root module (bad magic)",
+        ));
     }
     let sdk = env!("CARGO_PKG_VERSION");
     if abi != ABI_VERSION {
@@ -73,13 +89,26 @@ pub(crate) unsafe fn check_root(root: *const ProviderRoot, shown: &str) -> Resul
     }
     // SAFETY: the provider's static layout table, `layouts_len` entries (bounded above).
     let table = unsafe { std::slice::from_raw_parts(r.layouts, r.layouts_len) };
-    check_layouts(table).map_err(|m| load_err(shown, format!("ABI layout mismatch: {m}; rebuild the provider against plugins-sdk {sdk}")))?;
+    check_layouts(table).map_err(|m| {
+        load_err(
+            shown,
+            format!("ABI layout mismatch: {m}; rebuild the provider against plugins-sdk {sdk}"),
+        )
+    })?;
     if r.kind != ProviderKind::PORT && r.kind != ProviderKind::LU {
-        return Err(load_err(shown, format!("unknown provider kind {}", r.kind.0)));
+        return Err(load_err(
+            shown,
+            format!("unknown provider kind {}", r.kind.0),
+        ));
     }
     // SAFETY: static strings of the provider.
     let name = unsafe { r.name.as_str() };
-    if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
         return Err(load_err(shown, format!("invalid provider name {name:?}")));
     }
     Ok(r)

@@ -68,7 +68,12 @@ pub(crate) struct Ctl {
 
 impl Ctl {
     pub fn new() -> Self {
-        Ctl { state: ObjState::Offline, pending: None, failed: None, admin_offline: false }
+        Ctl {
+            state: ObjState::Offline,
+            pending: None,
+            failed: None,
+            admin_offline: false,
+        }
     }
 }
 
@@ -139,12 +144,19 @@ pub(crate) struct LunMap {
 
 impl LunMap {
     pub fn get(&self, lun: u16) -> Option<&MapEntry> {
-        self.entries.binary_search_by_key(&lun, |e| e.lun).ok().and_then(|i| self.entries.get(i))
+        self.entries
+            .binary_search_by_key(&lun, |e| e.lun)
+            .ok()
+            .and_then(|i| self.entries.get(i))
     }
 
     /// What an initiator can see: (LUN, GUID) of online LUs. Differences raise the UA.
     pub fn inventory(&self) -> Vec<(u16, Guid)> {
-        self.entries.iter().filter(|e| e.online).map(|e| (e.lun, e.guid)).collect()
+        self.entries
+            .iter()
+            .filter(|e| e.online)
+            .map(|e| (e.lun, e.guid))
+            .collect()
     }
 }
 
@@ -155,7 +167,9 @@ pub(crate) struct Registry<T> {
 
 impl<T> Registry<T> {
     pub const fn new() -> Self {
-        Registry { map: Mutex::new(BTreeMap::new()) }
+        Registry {
+            map: Mutex::new(BTreeMap::new()),
+        }
     }
     pub fn insert(&self, a: &Arc<T>) {
         lock(&self.map).insert(Arc::as_ptr(a) as usize, Arc::downgrade(a));

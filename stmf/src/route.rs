@@ -8,7 +8,10 @@ use crate::objects::{lock, read};
 use crate::session::SessionCore;
 use crate::stats::CmdClass;
 use crate::task::*;
-use plugins_sdk::abi::{io_flags, task_flags, DataBufRaw, LuHandle, SessionHandle, Status, Task, TaskRequest, INLINE_CDB_LEN};
+use plugins_sdk::abi::{
+    io_flags, task_flags, DataBufRaw, LuHandle, SessionHandle, Status, Task, TaskRequest,
+    INLINE_CDB_LEN,
+};
 use plugins_sdk::scsi::lun::Lun;
 use plugins_sdk::scsi::{Asc, OpCode, ScsiStatus, Sense, SenseFormat, SenseKey};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
@@ -46,7 +49,11 @@ pub(crate) fn task_alloc(sp: *const SessionCore, req: &TaskRequest) -> Result<*m
     // SAFETY: the task is ours alone until it is returned; the CDB pointer is valid for
     // cdb_len bytes for this call (the port's request).
     unsafe {
-        let cdb = if cdb_len == 0 { &[][..] } else { std::slice::from_raw_parts(req.cdb, cdb_len) };
+        let cdb = if cdb_len == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(req.cdb, cdb_len)
+        };
         let t = &mut (*ct).public;
         t.lun = req.lun;
         t.tag = req.tag;
@@ -78,9 +85,15 @@ pub(crate) fn task_alloc(sp: *const SessionCore, req: &TaskRequest) -> Result<*m
             (*ct).public.ext_cdb = (*ct).ext_cdb.as_ptr();
         }
         let map = read(&s.map).clone();
-        let entry = Lun::from_bytes(req.lun).ok().and_then(|l| map.get(l.number()));
+        let entry = Lun::from_bytes(req.lun)
+            .ok()
+            .and_then(|l| map.get(l.number()));
         let (lu, stats) = match entry {
-            Some(e) => (e.lu.as_ref().map_or(std::ptr::null(), std::sync::Arc::as_ptr), std::sync::Arc::as_ptr(&e.stats)),
+            Some(e) => (
+                e.lu.as_ref()
+                    .map_or(std::ptr::null(), std::sync::Arc::as_ptr),
+                std::sync::Arc::as_ptr(&e.stats),
+            ),
             None => (std::ptr::null(), std::sync::Arc::as_ptr(&s.core_stats)),
         };
         (*ct).lu = lu;
@@ -97,7 +110,13 @@ pub(crate) fn task_alloc(sp: *const SessionCore, req: &TaskRequest) -> Result<*m
 /// Reads the first CDB byte.
 fn opcode(ct: *mut CoreTask) -> u8 {
     // SAFETY: live task; the CDB is fixed after allocation.
-    unsafe { if (*ct).public.cdb_len == 0 { 0 } else { (*ct).public.cdb[0] } }
+    unsafe {
+        if (*ct).public.cdb_len == 0 {
+            0
+        } else {
+            (*ct).public.cdb[0]
+        }
+    }
 }
 
 /// Routes a posted task (port side).
@@ -116,8 +135,16 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
     }
     let s = session(ct);
     let op = opcode(ct);
-    if s.ua_inventory.load(Relaxed) && op != OpCode::INQUIRY.0 && op != OpCode::REPORT_LUNS.0 && s.ua_inventory.swap(false, AcqRel) {
-        crate::default_lu::check_condition(ct, initial, Sense::unit_attention(Asc::REPORTED_LUNS_DATA_HAS_CHANGED));
+    if s.ua_inventory.load(Relaxed)
+        && op != OpCode::INQUIRY.0
+        && op != OpCode::REPORT_LUNS.0
+        && s.ua_inventory.swap(false, AcqRel)
+    {
+        crate::default_lu::check_condition(
+            ct,
+            initial,
+            Sense::unit_attention(Asc::REPORTED_LUNS_DATA_HAS_CHANGED),
+        );
         unpin(ct);
         return;
     }
@@ -152,7 +179,10 @@ pub(crate) fn fail_for_lu(ct: *mut CoreTask) {
     if state(ct).load(Acquire) & KNOWN_TO_LU == 0 {
         return;
     }
-    set_sense(ct, Sense::new(SenseKey::HARDWARE_ERROR, Asc::INTERNAL_TARGET_FAILURE));
+    set_sense(
+        ct,
+        Sense::new(SenseKey::HARDWARE_ERROR, Asc::INTERNAL_TARGET_FAILURE),
+    );
     send_status(ct as *mut Task, io_flags::LU_DONE);
 }
 
@@ -182,7 +212,12 @@ pub(crate) fn free_port_dbuf(ct: *mut CoreTask, d: *mut DataBufRaw) {
 }
 
 /// LU → port: allocate a buffer from the port's store.
-pub(crate) fn dbuf_alloc(t: *mut Task, size: u32, min: *mut u32, out: *mut *mut DataBufRaw) -> Status {
+pub(crate) fn dbuf_alloc(
+    t: *mut Task,
+    size: u32,
+    min: *mut u32,
+    out: *mut *mut DataBufRaw,
+) -> Status {
     let ct = core_of(t);
     let lp = &session(ct).lport;
     if lp.released.load(Acquire) {
@@ -294,7 +329,11 @@ pub(crate) fn send_status(t: *mut Task, flags: u32) -> Status {
             } else {
                 CmdClass::Other
             };
-            stats.command(class, p.scsi_status == 0, (*ct).start.elapsed().as_nanos() as u64);
+            stats.command(
+                class,
+                p.scsi_status == 0,
+                (*ct).start.elapsed().as_nanos() as u64,
+            );
         }
     }
     if flags & io_flags::LU_DONE != 0 {
@@ -302,7 +341,11 @@ pub(crate) fn send_status(t: *mut Task, flags: u32) -> Status {
     }
     let lp = &session(ct).lport;
     // SAFETY: the port's entry point with a valid task.
-    let r = if lp.released.load(Acquire) { Status::BAD_STATE } else { unsafe { (lp.ops.send_status)(lp.ctx, t, flags) } };
+    let r = if lp.released.load(Acquire) {
+        Status::BAD_STATE
+    } else {
+        unsafe { (lp.ops.send_status)(lp.ctx, t, flags) }
+    };
     if r == Status::PANICKED {
         crate::core::fail_provider(&lp.provider, "panicked in send_status");
     }
@@ -344,7 +387,9 @@ pub(crate) fn free_task(ct: *mut CoreTask) {
         // SAFETY: the map held by the task keeps the LU alive.
         if let Some(lu) = unsafe { (*ct).lu.as_ref() } {
             // SAFETY: the LU's entry point.
-            if !lu.released.load(Acquire) && unsafe { (lu.ops.task_free)(lu.ctx, t) } == Status::PANICKED {
+            if !lu.released.load(Acquire)
+                && unsafe { (lu.ops.task_free)(lu.ctx, t) } == Status::PANICKED
+            {
                 crate::core::fail_provider(&lu.provider, "panicked in task_free");
             }
         }

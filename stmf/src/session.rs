@@ -40,7 +40,13 @@ pub(crate) struct SessionCore {
 }
 
 impl SessionCore {
-    pub fn new(id: u64, lport: Arc<LportEntry>, initiator: String, alias: String, transport_id: String) -> Self {
+    pub fn new(
+        id: u64,
+        lport: Arc<LportEntry>,
+        initiator: String,
+        alias: String,
+        transport_id: String,
+    ) -> Self {
         SessionCore {
             id,
             lport,
@@ -49,7 +55,10 @@ impl SessionCore {
             transport_id,
             map: RwLock::new(Arc::new(LunMap::default())),
             ua_inventory: AtomicBool::new(false),
-            pool: Mutex::new(TaskPool { free: Vec::new(), all: Vec::new() }),
+            pool: Mutex::new(TaskPool {
+                free: Vec::new(),
+                all: Vec::new(),
+            }),
             in_use: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             itl_stats: Mutex::new(HashMap::new()),

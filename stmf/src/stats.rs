@@ -50,7 +50,12 @@ impl IoStats {
 
     /// Counts bytes moved.
     pub fn bytes(&self, to_initiator: bool, n: u64) {
-        if to_initiator { &self.read_bytes } else { &self.write_bytes }.fetch_add(n, Relaxed);
+        if to_initiator {
+            &self.read_bytes
+        } else {
+            &self.write_bytes
+        }
+        .fetch_add(n, Relaxed);
     }
 
     /// Counts an aborted task.
@@ -106,7 +111,10 @@ mod tests {
         r.absorb(&s);
         let mut out = StatsInfo::default();
         r.add_to(&mut out);
-        assert_eq!((out.read_cmds, out.write_cmds, out.errors, out.read_bytes), (1, 1, 1, 4096));
+        assert_eq!(
+            (out.read_cmds, out.write_cmds, out.errors, out.read_bytes),
+            (1, 1, 1, 4096)
+        );
         assert_eq!(out.latency_us_log2[0], 1);
         assert_eq!(out.latency_us_log2[2], 1);
     }

@@ -95,7 +95,11 @@ pub(crate) fn session<'a>(ct: *mut CoreTask) -> &'a SessionCore {
 /// frees it.
 pub(crate) fn release(ct: *mut CoreTask, bits: u32) {
     let prev = state(ct).fetch_and(!bits, Ordering::AcqRel);
-    if prev & bits != 0 && prev & IN_USE != 0 && prev & QUARANTINED == 0 && (prev & !bits) & KNOWN_ANY == 0 {
+    if prev & bits != 0
+        && prev & IN_USE != 0
+        && prev & QUARANTINED == 0
+        && (prev & !bits) & KNOWN_ANY == 0
+    {
         crate::route::free_task(ct);
     }
 }
@@ -125,7 +129,12 @@ pub(crate) fn pin(ct: *mut CoreTask, extra: u32) -> Option<u32> {
         if s & IN_USE == 0 || s & KNOWN_ANY == 0 || s & QUARANTINED != 0 {
             return None;
         }
-        match st.compare_exchange_weak(s, (s + CORE_ONE) | extra, Ordering::AcqRel, Ordering::Acquire) {
+        match st.compare_exchange_weak(
+            s,
+            (s + CORE_ONE) | extra,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(_) => return Some(s),
             Err(now) => s = now,
         }

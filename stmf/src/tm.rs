@@ -34,7 +34,11 @@ pub(crate) struct AbortGroup {
 impl AbortGroup {
     /// A group whose `done(timed_out)` runs once every added task is freed and `arm` was called.
     pub fn new(done: impl FnOnce(bool) + Send + 'static) -> Arc<Self> {
-        Arc::new(AbortGroup { remaining: AtomicUsize::new(1), timed_out: AtomicBool::new(false), done: Mutex::new(Some(Box::new(done))) })
+        Arc::new(AbortGroup {
+            remaining: AtomicUsize::new(1),
+            timed_out: AtomicBool::new(false),
+            done: Mutex::new(Some(Box::new(done))),
+        })
     }
 
     fn add(&self) {
@@ -71,13 +75,20 @@ unsafe impl Send for SendTask {}
 
 /// Aborts the tasks of session `s` selected by `pred` (never `exclude`, never TM tasks),
 /// adding them to `group`. Returns how many were aborted.
-pub(crate) fn abort_in_session(s: &SessionCore, group: &Arc<AbortGroup>, exclude: *mut CoreTask, pred: impl Fn(*mut CoreTask) -> bool) -> usize {
+pub(crate) fn abort_in_session(
+    s: &SessionCore,
+    group: &Arc<AbortGroup>,
+    exclude: *mut CoreTask,
+    pred: impl Fn(*mut CoreTask) -> bool,
+) -> usize {
     let pinned: Vec<(*mut CoreTask, u32)> = {
         let pool = lock(&s.pool);
         pool.all
             .iter()
             .copied()
-            .filter(|&t| t != exclude && state(t).load(Acquire) & (IN_USE | TM) == IN_USE && pred(t))
+            .filter(|&t| {
+                t != exclude && state(t).load(Acquire) & (IN_USE | TM) == IN_USE && pred(t)
+            })
             .filter_map(|t| pin(t, ABORTING).map(|prev| (t, prev)))
             .collect()
     };
@@ -98,7 +109,8 @@ fn start_abort(s: &SessionCore, ct: *mut CoreTask, prev: u32, group: &Arc<AbortG
             let gen = unsafe { (*ct).generation.load(Relaxed) };
             let session = lookup_session(s);
             if let Some(session) = session {
-                core.svc.schedule(Instant::now() + core.abort_timeout(), ct, gen, session);
+                core.svc
+                    .schedule(Instant::now() + core.abort_timeout(), ct, gen, session);
             }
         }
         let t = ct as *mut Task;
@@ -146,7 +158,17 @@ fn start_abort(s: &SessionCore, ct: *mut CoreTask, prev: u32, group: &Arc<AbortG
 
 /// The `Arc` of a session, from the port's list.
 fn lookup_session(s: &SessionCore) -> Option<Arc<SessionCore>> {
-    lock(&s.lport.sessions).iter().find(|x| std::ptr::eq(Arc::as_ptr(x), s)).cloned().or_else(|| s.lport.provider.core.upgrade().and_then(|c| c.dying_session(s)))
+    lock(&s.lport.sessions)
+        .iter()
+        .find(|x| std::ptr::eq(Arc::as_ptr(x), s))
+        .cloned()
+        .or_else(|| {
+            s.lport
+                .provider
+                .core
+                .upgrade()
+                .and_then(|c| c.dying_session(s))
+        })
 }
 
 fn task_lu(t: *mut CoreTask) -> *const LuEntry {
@@ -163,11 +185,21 @@ fn task_tag(t: *mut CoreTask) -> u64 {
 pub(crate) fn handle_tm(ct: *mut CoreTask) {
     let s = session(ct);
     // SAFETY: pinned task; fields fixed after posting.
-    let (func, lun_bytes, ref_tag) = unsafe { (TmFunction((*ct).public.tm_function), (*ct).public.lun, (*ct).public.tm_ref_tag) };
+    let (func, lun_bytes, ref_tag) = unsafe {
+        (
+            TmFunction((*ct).public.tm_function),
+            (*ct).public.lun,
+            (*ct).public.tm_ref_tag,
+        )
+    };
     // SAFETY: pinned task.
     let map = unsafe { (*ct).map.clone() };
     let lun = Lun::from_bytes(lun_bytes).ok().map(|l| l.number());
-    let lu: Option<Arc<LuEntry>> = lun.and_then(|l| map.as_ref().and_then(|m| m.get(l)).and_then(|e| e.lu.clone()));
+    let lu: Option<Arc<LuEntry>> = lun.and_then(|l| {
+        map.as_ref()
+            .and_then(|m| m.get(l))
+            .and_then(|e| e.lu.clone())
+    });
     let lu_ptr = lu.as_ref().map_or(std::ptr::null(), Arc::as_ptr);
     let session_handle = SessionHandle(s as *const SessionCore as *const _);
 
@@ -192,19 +224,34 @@ pub(crate) fn handle_tm(ct: *mut CoreTask) {
         finish_tm(ct, resp);
     });
 
-    let lun_needed = matches!(func, TmFunction::ABORT_TASK_SET | TmFunction::CLEAR_TASK_SET | TmFunction::LUN_RESET);
+    let lun_needed = matches!(
+        func,
+        TmFunction::ABORT_TASK_SET | TmFunction::CLEAR_TASK_SET | TmFunction::LUN_RESET
+    );
     if lun_needed && lu.is_none() {
         response = TmResponse::LUN_DOES_NOT_EXIST;
     } else {
         match func {
             TmFunction::ABORT_TASK => {
                 let n = abort_in_session(s, &group, ct, |t| task_tag(t) == ref_tag);
-                response = if n > 0 { TmResponse::COMPLETE } else { TmResponse::TASK_DOES_NOT_EXIST };
+                response = if n > 0 {
+                    TmResponse::COMPLETE
+                } else {
+                    TmResponse::TASK_DOES_NOT_EXIST
+                };
             }
             TmFunction::QUERY_TASK => {
                 let pool = lock(&s.pool);
-                let found = pool.all.iter().any(|&t| t != ct && state(t).load(Acquire) & (IN_USE | TM | ABORTING) == IN_USE && task_tag(t) == ref_tag);
-                response = if found { TmResponse::SUCCEEDED } else { TmResponse::COMPLETE };
+                let found = pool.all.iter().any(|&t| {
+                    t != ct
+                        && state(t).load(Acquire) & (IN_USE | TM | ABORTING) == IN_USE
+                        && task_tag(t) == ref_tag
+                });
+                response = if found {
+                    TmResponse::SUCCEEDED
+                } else {
+                    TmResponse::COMPLETE
+                };
             }
             TmFunction::ABORT_TASK_SET | TmFunction::CLEAR_TASK_SET => {
                 abort_in_session(s, &group, ct, |t| task_lu(t) == lu_ptr);
@@ -245,7 +292,10 @@ pub(crate) fn handle_tm(ct: *mut CoreTask) {
                         }
                     }
                 }
-                post.extend(lus.into_iter().map(|l| (l, LuEvent::RESET_STATE, SessionHandle(std::ptr::null()))));
+                post.extend(
+                    lus.into_iter()
+                        .map(|l| (l, LuEvent::RESET_STATE, SessionHandle(std::ptr::null()))),
+                );
                 response = TmResponse::COMPLETE;
             }
             _ => response = TmResponse::NOT_SUPPORTED,
@@ -264,7 +314,11 @@ fn finish_tm(ct: *mut CoreTask, response: TmResponse) {
     }
     let lp = &session(ct).lport;
     // SAFETY: the port's entry point.
-    let r = if lp.released.load(Acquire) { Status::BAD_STATE } else { unsafe { (lp.ops.send_status)(lp.ctx, ct as *mut Task, 0) } };
+    let r = if lp.released.load(Acquire) {
+        Status::BAD_STATE
+    } else {
+        unsafe { (lp.ops.send_status)(lp.ctx, ct as *mut Task, 0) }
+    };
     if r == Status::PANICKED {
         crate::core::fail_provider(&lp.provider, "panicked in send_status");
     }
@@ -274,7 +328,11 @@ fn finish_tm(ct: *mut CoreTask, response: TmResponse) {
 }
 
 /// Aborts every task of `lu` on every session; `done(timed_out)` runs when all are gone.
-pub(crate) fn abort_lu_tasks(sessions: &[Arc<SessionCore>], lu: *const LuEntry, done: impl FnOnce(bool) + Send + 'static) {
+pub(crate) fn abort_lu_tasks(
+    sessions: &[Arc<SessionCore>],
+    lu: *const LuEntry,
+    done: impl FnOnce(bool) + Send + 'static,
+) {
     let group = AbortGroup::new(done);
     for s in sessions {
         abort_in_session(s, &group, std::ptr::null_mut(), |t| task_lu(t) == lu);
@@ -322,11 +380,20 @@ pub(crate) struct Svc {
 
 impl Svc {
     pub fn new() -> Arc<Svc> {
-        Arc::new(Svc { heap: Mutex::new(BinaryHeap::new()), cv: Condvar::new(), stop: AtomicBool::new(false) })
+        Arc::new(Svc {
+            heap: Mutex::new(BinaryHeap::new()),
+            cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+        })
     }
 
     fn schedule(&self, at: Instant, ct: *mut CoreTask, generation: u32, session: Arc<SessionCore>) {
-        lock(&self.heap).push(Reverse(Deadline { at, ct: ct as usize, generation, session }));
+        lock(&self.heap).push(Reverse(Deadline {
+            at,
+            ct: ct as usize,
+            generation,
+            session,
+        }));
         self.cv.notify_one();
     }
 
@@ -350,8 +417,14 @@ impl Svc {
                     }
                 }
                 _ => {
-                    let wait = next.map_or(Duration::from_millis(200), |at| (at - now).min(Duration::from_millis(200)));
-                    heap = self.cv.wait_timeout(heap, wait).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+                    let wait = next.map_or(Duration::from_millis(200), |at| {
+                        (at - now).min(Duration::from_millis(200))
+                    });
+                    heap = self
+                        .cv
+                        .wait_timeout(heap, wait)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
                     drop(heap);
                     if let Some(c) = core.upgrade() {
                         c.reap_sessions();
@@ -372,7 +445,11 @@ fn expire(d: &Deadline, core: &Weak<crate::core::CoreInner>) {
         // SAFETY: the session (alive through the Arc) owns the task box.
         let generation = unsafe { (*ct).generation.load(Relaxed) };
         let st = state(ct).load(Acquire);
-        if generation != d.generation || st & IN_USE == 0 || st & ABORTING == 0 || st & QUARANTINED != 0 {
+        if generation != d.generation
+            || st & IN_USE == 0
+            || st & ABORTING == 0
+            || st & QUARANTINED != 0
+        {
             return;
         }
         let stuck_lu = st & KNOWN_TO_LU != 0 && st & DEFAULT_LU == 0;
@@ -380,7 +457,10 @@ fn expire(d: &Deadline, core: &Weak<crate::core::CoreInner>) {
         if !stuck_lu && !stuck_port {
             return;
         }
-        state(ct).store((st & CORE_MASK) | IN_USE | QUARANTINED | (st & (ABORTING | ROUTED_TO_LU)), Release);
+        state(ct).store(
+            (st & CORE_MASK) | IN_USE | QUARANTINED | (st & (ABORTING | ROUTED_TO_LU)),
+            Release,
+        );
         pool.all.retain(|&t| t != ct);
         (stuck_lu, stuck_port)
     };
@@ -391,14 +471,20 @@ fn expire(d: &Deadline, core: &Weak<crate::core::CoreInner>) {
     let ms = core.abort_timeout().as_millis();
     if stuck_lu {
         if let Some(lu) = LUS.get(lu as *const _) {
-            let why = format!("LU {} did not complete the abort of task 0x{tag:x} within {ms} ms", lu.guid);
+            let why = format!(
+                "LU {} did not complete the abort of task 0x{tag:x} within {ms} ms",
+                lu.guid
+            );
             tracing::error!("{why}; forcing it offline");
             core.force_offline_lu(&lu, why);
         }
     }
     let lp = &s.lport;
     if stuck_port {
-        let why = format!("port {} did not complete the abort of task 0x{tag:x} within {ms} ms", lp.name);
+        let why = format!(
+            "port {} did not complete the abort of task 0x{tag:x} within {ms} ms",
+            lp.name
+        );
         tracing::error!("{why}; forcing it offline");
         core.force_offline_lport(lp, why);
     } else if !lp.released.load(Acquire) {

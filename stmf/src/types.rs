@@ -27,7 +27,8 @@ impl FromStr for Guid {
     type Err = crate::StmfError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let bad = || crate::StmfError::invalid(format!("invalid LU GUID {s:?}: expected 32 hex digits"));
+        let bad =
+            || crate::StmfError::invalid(format!("invalid LU GUID {s:?}: expected 32 hex digits"));
         if s.len() != 32 || !s.is_ascii() {
             return Err(bad());
         }
@@ -254,6 +255,9 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { abort_timeout_ms: 5000, ctl_timeout_ms: 10000 }
+        Settings {
+            abort_timeout_ms: 5000,
+            ctl_timeout_ms: 10000,
+        }
     }
 }

@@ -39,7 +39,11 @@ impl GroupKind {
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > MAX_NAME || name.chars().any(|c| c.is_control() || c.is_whitespace()) || name == "*" {
+    if name.is_empty()
+        || name.len() > MAX_NAME
+        || name.chars().any(|c| c.is_control() || c.is_whitespace())
+        || name == "*"
+    {
         return Err(StmfError::invalid(format!(
             "invalid {what} {name:?}: 1 to {MAX_NAME} printable characters without spaces, not \"*\""
         )));
@@ -75,7 +79,10 @@ impl ViewStore {
     fn create_group(&mut self, k: GroupKind, name: &str) -> Result<()> {
         check_name(k.noun(), name)?;
         if self.groups(k).contains_key(name) {
-            return Err(StmfError::exists(format!("{} {name} already exists", k.noun())));
+            return Err(StmfError::exists(format!(
+                "{} {name} already exists",
+                k.noun()
+            )));
         }
         self.groups_mut(k).insert(name.to_string(), BTreeSet::new());
         Ok(())
@@ -83,7 +90,10 @@ impl ViewStore {
 
     fn delete_group(&mut self, k: GroupKind, name: &str) -> Result<()> {
         if !self.groups(k).contains_key(name) {
-            return Err(StmfError::not_found(format!("{} {name} does not exist", k.noun())));
+            return Err(StmfError::not_found(format!(
+                "{} {name} does not exist",
+                k.noun()
+            )));
         }
         let users = self
             .views
@@ -95,7 +105,10 @@ impl ViewStore {
             })
             .count();
         if users > 0 {
-            return Err(StmfError::busy(format!("{} {name} is used by {users} view entries; remove them first", k.noun())));
+            return Err(StmfError::busy(format!(
+                "{} {name} is used by {users} view entries; remove them first",
+                k.noun()
+            )));
         }
         self.groups_mut(k).remove(name);
         Ok(())
@@ -104,10 +117,16 @@ impl ViewStore {
     fn add_member(&mut self, k: GroupKind, group: &str, member: &str) -> Result<()> {
         check_name("member name", member)?;
         if !self.groups(k).contains_key(group) {
-            return Err(StmfError::not_found(format!("{} {group} does not exist", k.noun())));
+            return Err(StmfError::not_found(format!(
+                "{} {group} does not exist",
+                k.noun()
+            )));
         }
         if let Some((g, _)) = self.groups(k).iter().find(|(_, m)| m.contains(member)) {
-            return Err(StmfError::exists(format!("{member} is already a member of {} {g}", k.noun())));
+            return Err(StmfError::exists(format!(
+                "{member} is already a member of {} {g}",
+                k.noun()
+            )));
         }
         if let Some(m) = self.groups_mut(k).get_mut(group) {
             m.insert(member.to_string());
@@ -117,15 +136,26 @@ impl ViewStore {
 
     fn remove_member(&mut self, k: GroupKind, group: &str, member: &str) -> Result<()> {
         let noun = k.noun();
-        let m = self.groups_mut(k).get_mut(group).ok_or_else(|| StmfError::not_found(format!("{noun} {group} does not exist")))?;
+        let m = self
+            .groups_mut(k)
+            .get_mut(group)
+            .ok_or_else(|| StmfError::not_found(format!("{noun} {group} does not exist")))?;
         if !m.remove(member) {
-            return Err(StmfError::not_found(format!("{member} is not a member of {noun} {group}")));
+            return Err(StmfError::not_found(format!(
+                "{member} is not a member of {noun} {group}"
+            )));
         }
         Ok(())
     }
 
     fn list_groups(&self, k: GroupKind) -> Vec<GroupInfo> {
-        self.groups(k).iter().map(|(n, m)| GroupInfo { name: n.clone(), members: m.iter().cloned().collect() }).collect()
+        self.groups(k)
+            .iter()
+            .map(|(n, m)| GroupInfo {
+                name: n.clone(),
+                members: m.iter().cloned().collect(),
+            })
+            .collect()
     }
 
     /// Creates a host group.
@@ -170,25 +200,41 @@ impl ViewStore {
     }
 
     /// Adds a view entry; `lun: None` picks the lowest LUN free for every overlapping entry.
-    pub fn add_view(&mut self, guid: Guid, host_group: Option<&str>, target_group: Option<&str>, lun: Option<u16>) -> Result<ViewEntry> {
+    pub fn add_view(
+        &mut self,
+        guid: Guid,
+        host_group: Option<&str>,
+        target_group: Option<&str>,
+        lun: Option<u16>,
+    ) -> Result<ViewEntry> {
         let hg = host_group.map(str::to_string);
         let tg = target_group.map(str::to_string);
         if let Some(h) = &hg {
             if !self.host_groups.contains_key(h) {
-                return Err(StmfError::not_found(format!("host group {h} does not exist")));
+                return Err(StmfError::not_found(format!(
+                    "host group {h} does not exist"
+                )));
             }
         }
         if let Some(t) = &tg {
             if !self.target_groups.contains_key(t) {
-                return Err(StmfError::not_found(format!("target group {t} does not exist")));
+                return Err(StmfError::not_found(format!(
+                    "target group {t} does not exist"
+                )));
             }
         }
         if let Some(l) = lun {
             if l > MAX_LUN {
-                return Err(StmfError::invalid(format!("LUN {l} out of range 0..={MAX_LUN}")));
+                return Err(StmfError::invalid(format!(
+                    "LUN {l} out of range 0..={MAX_LUN}"
+                )));
             }
         }
-        if let Some(same) = self.views.get(&guid).and_then(|v| v.iter().find(|e| overlaps(e, &hg, &tg))) {
+        if let Some(same) = self
+            .views
+            .get(&guid)
+            .and_then(|v| v.iter().find(|e| overlaps(e, &hg, &tg)))
+        {
             return Err(StmfError::new(
                 ErrorKind::Conflict,
                 format!(
@@ -199,29 +245,59 @@ impl ViewStore {
                 ),
             ));
         }
-        let used: BTreeSet<u16> = self.views.values().flatten().filter(|e| overlaps(e, &hg, &tg)).map(|e| e.lun).collect();
+        let used: BTreeSet<u16> = self
+            .views
+            .values()
+            .flatten()
+            .filter(|e| overlaps(e, &hg, &tg))
+            .map(|e| e.lun)
+            .collect();
         let lun = match lun {
             Some(l) if used.contains(&l) => {
-                let other = self.views.values().flatten().find(|e| e.lun == l && overlaps(e, &hg, &tg)).map(|e| e.guid.to_string()).unwrap_or_default();
-                return Err(StmfError::new(ErrorKind::Conflict, format!("LUN {l} is already used by LU {other} for overlapping hosts and targets")));
+                let other = self
+                    .views
+                    .values()
+                    .flatten()
+                    .find(|e| e.lun == l && overlaps(e, &hg, &tg))
+                    .map(|e| e.guid.to_string())
+                    .unwrap_or_default();
+                return Err(StmfError::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "LUN {l} is already used by LU {other} for overlapping hosts and targets"
+                    ),
+                ));
             }
             Some(l) => l,
-            None => (0..=MAX_LUN).find(|l| !used.contains(l)).ok_or_else(|| StmfError::new(ErrorKind::Conflict, "no free LUN left"))?,
+            None => (0..=MAX_LUN)
+                .find(|l| !used.contains(l))
+                .ok_or_else(|| StmfError::new(ErrorKind::Conflict, "no free LUN left"))?,
         };
         let entries = self.views.entry(guid).or_default();
         let index = entries.iter().map(|e| e.index + 1).max().unwrap_or(0);
-        let e = ViewEntry { guid, index, host_group: hg, target_group: tg, lun };
+        let e = ViewEntry {
+            guid,
+            index,
+            host_group: hg,
+            target_group: tg,
+            lun,
+        };
         entries.push(e.clone());
         Ok(e)
     }
 
     /// Removes one view entry.
     pub fn remove_view(&mut self, guid: Guid, index: u32) -> Result<()> {
-        let v = self.views.get_mut(&guid).ok_or_else(|| StmfError::not_found(format!("LU {guid} has no view entries")))?;
+        let v = self
+            .views
+            .get_mut(&guid)
+            .ok_or_else(|| StmfError::not_found(format!("LU {guid} has no view entries")))?;
         let before = v.len();
         v.retain(|e| e.index != index);
         if v.len() == before {
-            return Err(StmfError::not_found(format!("LU {guid} has no view entry {index}")));
+            return Err(StmfError::not_found(format!(
+                "LU {guid} has no view entry {index}"
+            )));
         }
         if v.is_empty() {
             self.views.remove(&guid);
@@ -244,8 +320,14 @@ impl ViewStore {
         self.views.get(&guid).map_or(0, Vec::len)
     }
 
-    fn group_of<'a>(groups: &'a BTreeMap<String, BTreeSet<String>>, member: &str) -> Option<&'a str> {
-        groups.iter().find(|(_, m)| m.contains(member)).map(|(g, _)| g.as_str())
+    fn group_of<'a>(
+        groups: &'a BTreeMap<String, BTreeSet<String>>,
+        member: &str,
+    ) -> Option<&'a str> {
+        groups
+            .iter()
+            .find(|(_, m)| m.contains(member))
+            .map(|(g, _)| g.as_str())
     }
 
     /// The LUN map of the nexus (initiator, target): `(lun, guid)` sorted by LUN.
@@ -296,7 +378,12 @@ impl ViewStore {
             }
         }
         for v in &cfg.views {
-            let e = s.add_view(v.guid, v.host_group.as_deref(), v.target_group.as_deref(), Some(v.lun))?;
+            let e = s.add_view(
+                v.guid,
+                v.host_group.as_deref(),
+                v.target_group.as_deref(),
+                Some(v.lun),
+            )?;
             // Keep the saved index so admins' entry numbers survive a restart.
             if let Some(list) = s.views.get_mut(&v.guid) {
                 if let Some(last) = list.iter_mut().find(|x| x.index == e.index) {
@@ -333,7 +420,10 @@ mod tests {
         s.create_hg("hg1").unwrap();
         s.add_hg_member("hg1", "iqn.a").unwrap();
         s.add_view(g(1), Some("hg1"), None, Some(5)).unwrap();
-        assert_eq!(s.lun_map("iqn.a,i,0x00023d000001", "iqn.t"), vec![(5, g(1))]);
+        assert_eq!(
+            s.lun_map("iqn.a,i,0x00023d000001", "iqn.t"),
+            vec![(5, g(1))]
+        );
         assert!(s.lun_map("iqn.b", "iqn.t").is_empty());
         // same LUN for another host group is fine, for all hosts it conflicts
         s.create_hg("hg2").unwrap();
@@ -349,7 +439,10 @@ mod tests {
         let mut s = ViewStore::default();
         s.create_tg("tg").unwrap();
         s.add_view(g(1), None, Some("tg"), Some(1)).unwrap();
-        assert_eq!(s.add_view(g(1), None, None, Some(2)).unwrap_err().kind, ErrorKind::Conflict);
+        assert_eq!(
+            s.add_view(g(1), None, None, Some(2)).unwrap_err().kind,
+            ErrorKind::Conflict
+        );
     }
 
     #[test]
@@ -358,13 +451,25 @@ mod tests {
         s.create_hg("a").unwrap();
         s.create_hg("b").unwrap();
         assert_eq!(s.create_hg("a").unwrap_err().kind, ErrorKind::AlreadyExists);
-        assert_eq!(s.create_hg("").unwrap_err().kind, ErrorKind::InvalidArgument);
+        assert_eq!(
+            s.create_hg("").unwrap_err().kind,
+            ErrorKind::InvalidArgument
+        );
         s.add_hg_member("a", "iqn.x").unwrap();
-        assert_eq!(s.add_hg_member("b", "iqn.x").unwrap_err().kind, ErrorKind::AlreadyExists);
+        assert_eq!(
+            s.add_hg_member("b", "iqn.x").unwrap_err().kind,
+            ErrorKind::AlreadyExists
+        );
         s.add_view(g(1), Some("a"), None, None).unwrap();
         assert_eq!(s.delete_hg("a").unwrap_err().kind, ErrorKind::Busy);
-        assert_eq!(s.add_view(g(1), Some("nope"), None, None).unwrap_err().kind, ErrorKind::NotFound);
-        assert_eq!(s.add_view(g(2), None, None, Some(16384)).unwrap_err().kind, ErrorKind::InvalidArgument);
+        assert_eq!(
+            s.add_view(g(1), Some("nope"), None, None).unwrap_err().kind,
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            s.add_view(g(2), None, None, Some(16384)).unwrap_err().kind,
+            ErrorKind::InvalidArgument
+        );
     }
 
     #[test]

@@ -44,7 +44,11 @@ fn steady_state_task_path_does_not_allocate() {
         b.task(1_000 + i);
     }
     let allocs = ALLOCS.load(Relaxed) - before;
-    assert_eq!(DONE.load(Relaxed) - before_done, 100_000, "every command completed");
+    assert_eq!(
+        DONE.load(Relaxed) - before_done,
+        100_000,
+        "every command completed"
+    );
     assert_eq!(allocs, 0, "{allocs} heap allocations on 100000 commands");
     assert_eq!(b.stmf.list_lu()[0].stats.other_cmds, 101_000);
 }

@@ -31,7 +31,6 @@ pub const DEFAULT_TPG_TAG: u16 = 1;
 /// The IANA iSCSI port.
 pub const ISCSI_PORT: u16 = 3260;
 
-
 /// A CHAP account: the name sent in CHAP_N and the shared secret.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
