@@ -148,7 +148,7 @@ impl RamProvider {
         tracing::info!(guid = %def.guid, size_mb = def.size_mb, block_size = def.block_size, "RAM LU created");
         let reg = Registered {
             def: def.clone(),
-            handle: handle,
+            handle,
         };
         self.lus
             .lock()
