@@ -62,9 +62,8 @@ static ENV_LOCK: Mutex<()> = Mutex::new(());
 
 /// Installs a tracing subscriber in the test binary, once, before any provider is created.
 ///
-/// Needed for correctness, not only for logs: the SDK installs its log bridge as the global
-/// subscriber of the image a provider lives in, and a built-in provider lives in the test
-/// binary, where the core would then forward its own events back into itself.
+/// The SDK installs its log bridge only in an image with no subscriber yet, and the core drops
+/// re-entrant provider events, so this is for readable test logs, not for correctness.
 pub fn init_tracing() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
