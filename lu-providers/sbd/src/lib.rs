@@ -31,7 +31,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod backing;
-mod guid;
+use plugins_sdk::scsi::naa as guid;
 pub mod lu;
 pub mod meta;
 mod pool;

@@ -34,7 +34,7 @@
 
 #![warn(missing_docs)]
 
-mod guid;
+use plugins_sdk::scsi::naa as guid;
 pub mod lu;
 mod store;
 

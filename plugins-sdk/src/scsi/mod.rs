@@ -62,6 +62,7 @@ macro_rules! named_u8 {
 
 pub mod cdb;
 pub mod lun;
+pub mod naa;
 pub mod sense;
 pub mod status;
 

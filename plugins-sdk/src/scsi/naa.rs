@@ -1,4 +1,5 @@
-//! LU GUIDs: 16-byte NAA identifiers, written as 32 hex digits.
+//! LU GUIDs: 16-byte NAA identifiers (the LU name in VPD page 0x83), written as 32 hex
+//! digits. Shared by every LU provider so GUIDs look and parse the same everywhere.
 //!
 //! New GUIDs use NAA type 6 (IEEE Registered Extended) with the `600144F0` prefix COMSTAR
 //! uses (NAA 6, IEEE OUI 00-14-4F), followed by 12 bytes that are unique on this host: a hash
