@@ -457,6 +457,59 @@ fn task_management_aborts_held_tasks() {
     assert_eq!(h.lu_info(guid(FAULTY)).state, ObjState::Online);
 }
 
+/// CLEAR TASK SET and I_T NEXUS RESET act on the requesting nexus only; TARGET RESET on every
+/// nexus of the target port, and not on another port's.
+#[test]
+fn nexus_and_target_scoped_task_management() {
+    let h = Harness::new(Settings::default());
+    h.load("faulty-lu");
+    h.stmf()
+        .add_view(guid(FAULTY), None, None, Some(0))
+        .unwrap();
+    let (ta, tb) = (h.port(TGT_A), h.port(TGT_B));
+    let (a1, a2, b1) = (ta.session(INI1), ta.session(INI2), tb.session(INI1));
+    let hold = cdb::vendor(0xC1);
+    let held = |s: &Session| h.submit(s, 0, &hold, &[], 0);
+
+    let (x1, x2, y) = (held(&a1), held(&a2), held(&b1));
+    assert_eq!(
+        h.tm(&a1, 0, TmFunction::CLEAR_TASK_SET, 0),
+        TmResponse::COMPLETE
+    );
+    assert!(x1.is_freed() && x1.outcome().is_none());
+    assert!(
+        !x2.is_freed() && !y.is_freed(),
+        "other nexuses keep their tasks"
+    );
+
+    let x3 = held(&a1);
+    assert_eq!(
+        h.tm(&a2, 0, TmFunction::IT_NEXUS_RESET, 0),
+        TmResponse::COMPLETE
+    );
+    assert!(x2.is_freed(), "the nexus's own task is aborted");
+    assert!(!x3.is_freed() && !y.is_freed(), "other nexuses keep theirs");
+
+    assert_eq!(
+        h.tm(&a1, 0, TmFunction::TARGET_RESET, 0),
+        TmResponse::COMPLETE
+    );
+    assert!(x3.is_freed(), "every nexus of target A is reset");
+    assert!(!y.is_freed(), "target B's nexus is not");
+    assert_eq!(
+        h.tm(&b1, 0, TmFunction::ABORT_TASK, y.tag()),
+        TmResponse::COMPLETE
+    );
+    assert!(y.is_freed());
+    assert_eq!(faulty_stats(&h)["held"], 0);
+
+    assert_eq!(
+        h.tm(&a1, 0, TmFunction::CLEAR_ACA, 0),
+        TmResponse::NOT_SUPPORTED
+    );
+    h.cmd(&a1, 0, &cdb::test_unit_ready(), &[], 0).assert_good();
+}
+
 /// An LU that never completes an abort is forced offline after the abort timeout: the TM
 /// request completes (no hang), the LU is listed offline with the reason, other LUs serve.
 #[test]
