@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests need (command they provide).
-PACKAGES=(tgt:tgtd)
+PACKAGES=(tgt:tgtd libiscsi-bin:iscsi-inq)
 
 missing=()
 for entry in "${PACKAGES[@]}"; do

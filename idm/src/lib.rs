@@ -20,3 +20,4 @@ pub mod conn;
 pub mod keys;
 pub mod pdu;
 pub mod text;
+pub mod transport;

@@ -15,3 +15,14 @@ pub mod config;
 pub mod discovery;
 pub mod login;
 pub mod names;
+
+// The run time (connections, sessions, the port entry points) and the provider.
+//
+// - [`ffp`]: full feature phase rules without I/O (CmdSN window, TMF codes, SCSI Response).
+// - [`runtime`]: event loops, connections, sessions, targets, the buffer store.
+// - [`provider`]: `Provider` (create, control for itadm, save_config).
+pub mod ffp;
+pub mod provider;
+pub mod runtime;
+
+plugins_sdk::export_provider!(provider::IscsitProvider);

@@ -1,0 +1,677 @@
+//! The provider: `create` from the saved configuration, `control` for itadm, and
+//! `save_config`.
+//!
+//! Control requests are JSON objects with an `op` (itadm's subcommands): targets,
+//! target portal groups, initiator contexts and defaults. Each change is made on a copy
+//! of the configuration, validated, applied to the run time (local ports registered,
+//! portals listening) and only then committed; a failure leaves everything as it was.
+//! A portal with port 0 gets a free port when it starts listening, and the configuration
+//! records that port.
+
+use crate::config::{
+    AuthPolicy, ChapCredentials, InitiatorContext, IscsitConfig, MutualChap, Portal, Secret,
+    TargetAuth, TargetConfig, Tpg, DEFAULT_TPG_TAG, ISCSI_PORT,
+};
+use crate::names::IscsiName;
+use crate::runtime::Runtime;
+use plugins_sdk::{Provider, ProviderContext, ProviderKind};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The iSCSI target port provider.
+pub struct IscsitProvider {
+    rt: Arc<Runtime>,
+    /// Serialises control requests.
+    ops: Mutex<()>,
+}
+
+/// A string field that may be cleared with `"none"` or `""` (itadm's `-l none`).
+fn cleared(v: &Option<String>) -> Option<Option<String>> {
+    v.as_ref().map(|s| {
+        if s.is_empty() || s.eq_ignore_ascii_case("none") {
+            None
+        } else {
+            Some(s.clone())
+        }
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+enum Request {
+    CreateTarget {
+        name: Option<String>,
+        alias: Option<String>,
+        #[serde(default)]
+        tpgs: Vec<String>,
+        #[serde(default)]
+        portals: Vec<String>,
+        auth: Option<TargetAuth>,
+        chap_user: Option<String>,
+        chap_secret: Option<String>,
+        mutual_chap_user: Option<String>,
+        mutual_chap_secret: Option<String>,
+        acl: Option<Vec<String>>,
+    },
+    ModifyTarget {
+        name: String,
+        alias: Option<String>,
+        tpgs: Option<Vec<String>>,
+        auth: Option<TargetAuth>,
+        chap_user: Option<String>,
+        chap_secret: Option<String>,
+        mutual_chap_user: Option<String>,
+        mutual_chap_secret: Option<String>,
+        acl: Option<Vec<String>>,
+    },
+    DeleteTarget {
+        name: String,
+        #[serde(default)]
+        force: bool,
+    },
+    ListTarget {
+        name: Option<String>,
+        #[serde(default)]
+        verbose: bool,
+    },
+    CreateTpg {
+        name: String,
+        portals: Vec<String>,
+    },
+    DeleteTpg {
+        name: String,
+        #[serde(default)]
+        force: bool,
+    },
+    ListTpg {
+        name: Option<String>,
+    },
+    CreateInitiator {
+        name: String,
+        chap_user: Option<String>,
+        chap_secret: Option<String>,
+    },
+    ModifyInitiator {
+        name: String,
+        chap_user: Option<String>,
+        chap_secret: Option<String>,
+    },
+    DeleteInitiator {
+        name: String,
+    },
+    ListInitiator {
+        name: Option<String>,
+    },
+    ModifyDefaults {
+        auth: Option<AuthPolicy>,
+        alias: Option<String>,
+    },
+    ListDefaults,
+}
+
+fn name_of(s: &str) -> Result<IscsiName, String> {
+    IscsiName::parse(s).map_err(|e| format!("invalid iSCSI name {s:?}: {e}"))
+}
+
+fn secret(s: &str) -> Result<Secret, String> {
+    Secret::new(s).map_err(|e| e.to_string())
+}
+
+/// Parses `ip[:port]` / `[ipv6][:port]`; port 0 is allowed (any free port).
+fn portal_addr(s: &str) -> Result<SocketAddr, String> {
+    let bad = || format!("invalid portal {s:?}: expected a.b.c.d[:port] or [ipv6][:port]");
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, ISCSI_PORT));
+    }
+    let v6 = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .ok_or_else(bad)?;
+    Ok(SocketAddr::new(
+        v6.parse::<IpAddr>().map_err(|_| bad())?,
+        ISCSI_PORT,
+    ))
+}
+
+fn auto_name() -> String {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        b = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            .to_be_bytes();
+    }
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("iqn.2026-11.org.rstmf:{hex}")
+}
+
+impl IscsitProvider {
+    fn cfg(&self) -> IscsitConfig {
+        self.rt.config_read().clone()
+    }
+
+    /// Binds each portal (port 0 picks one) and returns them as configured portals.
+    fn bind_portals(&self, portals: &[String]) -> Result<Vec<Portal>, String> {
+        let mut out = Vec::new();
+        for p in portals {
+            let addr = portal_addr(p)?;
+            let bound = self
+                .rt
+                .listen(addr)
+                .map_err(|e| format!("cannot listen on portal {addr}: {e}"))?;
+            out.push(Portal(bound));
+        }
+        Ok(out)
+    }
+
+    fn free_tag(cfg: &IscsitConfig) -> Result<u16, String> {
+        (2..=u16::MAX)
+            .find(|t| cfg.tpg(*t).is_none())
+            .ok_or_else(|| "no target portal group tag left".to_string())
+    }
+
+    fn tags_of(cfg: &IscsitConfig, names: &[String]) -> Result<Vec<u16>, String> {
+        names
+            .iter()
+            .map(|n| {
+                if n == "default" {
+                    return Ok(DEFAULT_TPG_TAG);
+                }
+                cfg.tpgs
+                    .iter()
+                    .find(|g| &g.name == n)
+                    .map(|g| g.tag)
+                    .ok_or_else(|| format!("target portal group {n:?} does not exist"))
+            })
+            .filter(|t| t.as_ref().map_or(true, |t| *t != DEFAULT_TPG_TAG))
+            .collect()
+    }
+
+    fn commit(&self, cfg: IscsitConfig) -> Result<(), String> {
+        cfg.validate().map_err(|e| e.to_string())?;
+        self.rt.set_config(cfg);
+        self.rt.sync_listeners();
+        Ok(())
+    }
+
+    fn portal_list(cfg: &IscsitConfig, t: &TargetConfig) -> Vec<String> {
+        t.tpg_tags
+            .iter()
+            .filter_map(|tag| cfg.tpg(*tag))
+            .flat_map(|g| g.portals.iter().map(|p| p.to_string()))
+            .collect()
+    }
+
+    fn target_json(&self, cfg: &IscsitConfig, t: &TargetConfig, verbose: bool) -> Value {
+        let rt = self.rt.target(&t.name);
+        let state = rt.as_ref().map_or("offline", |r| r.state_name());
+        let sessions = rt.as_ref().map_or_else(Vec::new, |r| r.sessions());
+        let tpgs: Vec<Value> = t
+            .tpg_tags
+            .iter()
+            .filter_map(|tag| cfg.tpg(*tag))
+            .map(|g| json!({"name": g.name, "tag": g.tag, "portals": g.portals.iter().map(|p| p.to_string()).collect::<Vec<_>>()}))
+            .collect();
+        let mut v = json!({
+            "name": t.name.as_str(),
+            "alias": cfg.alias_of(t),
+            "state": state,
+            "sessions": sessions.len(),
+            "portals": Self::portal_list(cfg, t),
+            "tpgs": tpgs,
+        });
+        if verbose {
+            v["auth"] = json!(t.auth);
+            v["chap_user"] = json!(t.chap.as_ref().map(|c| c.user.clone()));
+            v["chap_secret_set"] = json!(t.chap.is_some());
+            v["mutual_chap_user"] = json!(t.mutual_chap.as_ref().and_then(|m| m.user.clone()));
+            v["mutual_chap_secret_set"] = json!(t.mutual_chap.is_some());
+            v["acl"] = json!(t.acl.iter().map(IscsiName::as_str).collect::<Vec<_>>());
+            v["session_list"] = json!(sessions
+                .iter()
+                .map(|s| json!({
+                    "initiator": s.key.initiator.as_str(),
+                    "alias": s.initiator_alias,
+                    "isid": s.key.isid.0.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                    "tsih": s.tsih,
+                    "connections": s.conns().iter().map(|c| json!({"cid": c.cid(), "local": c.local.to_string(), "peer": c.peer.to_string()})).collect::<Vec<_>>(),
+                }))
+                .collect::<Vec<_>>());
+        }
+        v
+    }
+
+    fn apply_chap(
+        t: &mut TargetConfig,
+        chap_user: Option<String>,
+        chap_secret: Option<String>,
+        mutual_user: Option<String>,
+        mutual_secret: Option<String>,
+    ) -> Result<(), String> {
+        if let Some(sec) = chap_secret {
+            if sec.is_empty() || sec.eq_ignore_ascii_case("none") {
+                t.chap = None;
+            } else {
+                let user = chap_user
+                    .clone()
+                    .or_else(|| t.chap.as_ref().map(|c| c.user.clone()))
+                    .unwrap_or_else(|| t.name.to_string());
+                t.chap = Some(ChapCredentials {
+                    user,
+                    secret: secret(&sec)?,
+                });
+            }
+        } else if let (Some(u), Some(c)) = (chap_user, t.chap.as_mut()) {
+            c.user = u;
+        }
+        if let Some(sec) = mutual_secret {
+            if sec.is_empty() || sec.eq_ignore_ascii_case("none") {
+                t.mutual_chap = None;
+            } else {
+                t.mutual_chap = Some(MutualChap {
+                    user: mutual_user,
+                    secret: secret(&sec)?,
+                });
+            }
+        } else if let (Some(u), Some(m)) = (mutual_user, t.mutual_chap.as_mut()) {
+            m.user = cleared(&Some(u)).flatten();
+        }
+        Ok(())
+    }
+
+    fn handle(&self, req: Request) -> Result<Value, String> {
+        match req {
+            Request::CreateTarget {
+                name,
+                alias,
+                tpgs,
+                portals,
+                auth,
+                chap_user,
+                chap_secret,
+                mutual_chap_user,
+                mutual_chap_secret,
+                acl,
+            } => {
+                let name = name_of(&name.unwrap_or_else(auto_name))?;
+                let mut cfg = self.cfg();
+                if cfg.target(&name).is_some() {
+                    return Err(format!("target {name} already exists"));
+                }
+                let mut t = TargetConfig::new(name.clone());
+                t.alias = cleared(&alias).flatten();
+                t.auth = auth.unwrap_or_default();
+                t.tpg_tags = Self::tags_of(&cfg, &tpgs)?;
+                if let Some(acl) = acl {
+                    t.acl = acl.iter().map(|a| name_of(a)).collect::<Result<_, _>>()?;
+                }
+                Self::apply_chap(
+                    &mut t,
+                    chap_user,
+                    chap_secret,
+                    mutual_chap_user,
+                    mutual_chap_secret,
+                )?;
+                if !portals.is_empty() {
+                    let bound = self.bind_portals(&portals)?;
+                    let tag = Self::free_tag(&cfg)?;
+                    cfg.tpgs.push(Tpg {
+                        name: name.to_string(),
+                        tag,
+                        portals: bound,
+                    });
+                    t.tpg_tags.push(tag);
+                }
+                cfg.targets.push(t.clone());
+                if let Err(e) = cfg.validate() {
+                    self.rt.sync_listeners();
+                    return Err(e.to_string());
+                }
+                let alias = cfg.alias_of(&t).unwrap_or("").to_owned();
+                if let Err(e) = self.rt.add_target(&t, &alias) {
+                    self.rt.sync_listeners();
+                    return Err(e);
+                }
+                let reply = json!({
+                    "name": name.as_str(),
+                    "portals": Self::portal_list(&cfg, &t),
+                });
+                self.commit(cfg)?;
+                Ok(reply)
+            }
+            Request::ModifyTarget {
+                name,
+                alias,
+                tpgs,
+                auth,
+                chap_user,
+                chap_secret,
+                mutual_chap_user,
+                mutual_chap_secret,
+                acl,
+            } => {
+                let name = name_of(&name)?;
+                let mut cfg = self.cfg();
+                let tags = match &tpgs {
+                    Some(t) => Some(Self::tags_of(&cfg, t)?),
+                    None => None,
+                };
+                let t = cfg
+                    .targets
+                    .iter_mut()
+                    .find(|t| t.name == name)
+                    .ok_or_else(|| format!("target {name} does not exist"))?;
+                if let Some(a) = cleared(&alias) {
+                    t.alias = a;
+                }
+                if let Some(a) = auth {
+                    t.auth = a;
+                }
+                if let Some(tags) = tags {
+                    t.tpg_tags = tags;
+                }
+                if let Some(acl) = acl {
+                    t.acl = acl.iter().map(|a| name_of(a)).collect::<Result<_, _>>()?;
+                }
+                Self::apply_chap(
+                    t,
+                    chap_user,
+                    chap_secret,
+                    mutual_chap_user,
+                    mutual_chap_secret,
+                )?;
+                let t = t.clone();
+                self.commit(cfg.clone())?;
+                Ok(self.target_json(&cfg, &t, true))
+            }
+            Request::DeleteTarget { name, force } => {
+                let name = name_of(&name)?;
+                let mut cfg = self.cfg();
+                if cfg.target(&name).is_none() {
+                    return Err(format!("target {name} does not exist"));
+                }
+                if let Some(t) = self.rt.target(&name) {
+                    let n = t.sessions().len();
+                    if n > 0 && !force {
+                        return Err(format!(
+                            "target {name} has {n} session(s); use force to log them out"
+                        ));
+                    }
+                }
+                self.rt.remove_target(&name)?;
+                cfg.targets.retain(|t| t.name != name);
+                // The portal group made for the target's own portals goes with it.
+                let own = cfg
+                    .tpgs
+                    .iter()
+                    .find(|g| g.name == name.as_str())
+                    .map(|g| g.tag);
+                if let Some(tag) = own {
+                    if !cfg.targets.iter().any(|t| t.tpg_tags.contains(&tag)) {
+                        cfg.tpgs.retain(|g| g.tag != tag);
+                    }
+                }
+                self.commit(cfg)?;
+                Ok(json!({"deleted": name.as_str()}))
+            }
+            Request::ListTarget { name, verbose } => {
+                let cfg = self.cfg();
+                let filter = name.as_deref().map(name_of).transpose()?;
+                let list: Vec<Value> = cfg
+                    .targets
+                    .iter()
+                    .filter(|t| filter.as_ref().is_none_or(|n| &t.name == n))
+                    .map(|t| self.target_json(&cfg, t, verbose))
+                    .collect();
+                if let (Some(n), true) = (&filter, list.is_empty()) {
+                    return Err(format!("target {n} does not exist"));
+                }
+                Ok(json!({ "targets": list }))
+            }
+            Request::CreateTpg { name, portals } => {
+                let mut cfg = self.cfg();
+                if cfg.tpgs.iter().any(|g| g.name == name) {
+                    return Err(format!("target portal group {name:?} already exists"));
+                }
+                if portals.is_empty() {
+                    return Err(format!(
+                        "target portal group {name:?} needs at least one portal"
+                    ));
+                }
+                let bound = self.bind_portals(&portals)?;
+                let tag = Self::free_tag(&cfg)?;
+                cfg.tpgs.push(Tpg {
+                    name: name.clone(),
+                    tag,
+                    portals: bound.clone(),
+                });
+                if let Err(e) = self.commit(cfg) {
+                    self.rt.sync_listeners();
+                    return Err(e);
+                }
+                Ok(
+                    json!({"name": name, "tag": tag, "portals": bound.iter().map(|p| p.to_string()).collect::<Vec<_>>()}),
+                )
+            }
+            Request::DeleteTpg { name, force } => {
+                let mut cfg = self.cfg();
+                let tag = cfg
+                    .tpgs
+                    .iter()
+                    .find(|g| g.name == name)
+                    .map(|g| g.tag)
+                    .ok_or_else(|| format!("target portal group {name:?} does not exist"))?;
+                let users: Vec<String> = cfg
+                    .targets
+                    .iter()
+                    .filter(|t| t.tpg_tags.contains(&tag))
+                    .map(|t| t.name.to_string())
+                    .collect();
+                if !users.is_empty() && !force {
+                    return Err(format!(
+                        "target portal group {name:?} is used by {}; use force",
+                        users.join(", ")
+                    ));
+                }
+                for t in cfg.targets.iter_mut() {
+                    t.tpg_tags.retain(|x| *x != tag);
+                }
+                cfg.tpgs.retain(|g| g.tag != tag);
+                self.commit(cfg)?;
+                Ok(json!({"deleted": name}))
+            }
+            Request::ListTpg { name } => {
+                let cfg = self.cfg();
+                let list: Vec<Value> = cfg
+                    .tpgs
+                    .iter()
+                    .filter(|g| name.as_ref().is_none_or(|n| &g.name == n))
+                    .map(|g| {
+                        let users: Vec<&str> = cfg
+                            .targets
+                            .iter()
+                            .filter(|t| t.tpg_tags.contains(&g.tag))
+                            .map(|t| t.name.as_str())
+                            .collect();
+                        json!({"name": g.name, "tag": g.tag, "portals": g.portals.iter().map(|p| p.to_string()).collect::<Vec<_>>(), "targets": users})
+                    })
+                    .collect();
+                if let (Some(n), true) = (&name, list.is_empty()) {
+                    return Err(format!("target portal group {n:?} does not exist"));
+                }
+                Ok(json!({ "tpgs": list }))
+            }
+            Request::CreateInitiator {
+                name,
+                chap_user,
+                chap_secret,
+            } => {
+                let name = name_of(&name)?;
+                let mut cfg = self.cfg();
+                if cfg.initiator(&name).is_some() {
+                    return Err(format!("initiator {name} already exists"));
+                }
+                cfg.initiators.push(InitiatorContext {
+                    name: name.clone(),
+                    chap_user: cleared(&chap_user).flatten(),
+                    chap_secret: chap_secret.as_deref().map(secret).transpose()?,
+                });
+                self.commit(cfg)?;
+                Ok(json!({"name": name.as_str()}))
+            }
+            Request::ModifyInitiator {
+                name,
+                chap_user,
+                chap_secret,
+            } => {
+                let name = name_of(&name)?;
+                let mut cfg = self.cfg();
+                let i = cfg
+                    .initiators
+                    .iter_mut()
+                    .find(|i| i.name == name)
+                    .ok_or_else(|| format!("initiator {name} does not exist"))?;
+                if let Some(u) = cleared(&chap_user) {
+                    i.chap_user = u;
+                }
+                if let Some(s) = cleared(&chap_secret) {
+                    i.chap_secret = s.as_deref().map(secret).transpose()?;
+                }
+                self.commit(cfg)?;
+                Ok(json!({"name": name.as_str()}))
+            }
+            Request::DeleteInitiator { name } => {
+                let name = name_of(&name)?;
+                let mut cfg = self.cfg();
+                let before = cfg.initiators.len();
+                cfg.initiators.retain(|i| i.name != name);
+                if cfg.initiators.len() == before {
+                    return Err(format!("initiator {name} does not exist"));
+                }
+                self.commit(cfg)?;
+                Ok(json!({"deleted": name.as_str()}))
+            }
+            Request::ListInitiator { name } => {
+                let cfg = self.cfg();
+                let filter = name.as_deref().map(name_of).transpose()?;
+                let list: Vec<Value> = cfg
+                    .initiators
+                    .iter()
+                    .filter(|i| filter.as_ref().is_none_or(|n| &i.name == n))
+                    .map(|i| json!({"name": i.name.as_str(), "chap_user": i.chap_user, "chap_secret_set": i.chap_secret.is_some()}))
+                    .collect();
+                if let (Some(n), true) = (&filter, list.is_empty()) {
+                    return Err(format!("initiator {n} does not exist"));
+                }
+                Ok(json!({ "initiators": list }))
+            }
+            Request::ModifyDefaults { auth, alias } => {
+                let mut cfg = self.cfg();
+                if let Some(a) = auth {
+                    cfg.defaults.auth = a;
+                }
+                if let Some(a) = cleared(&alias) {
+                    cfg.defaults.alias = a;
+                }
+                let d = cfg.defaults.clone();
+                self.commit(cfg)?;
+                Ok(json!({"auth": d.auth, "alias": d.alias, "isns": d.isns}))
+            }
+            Request::ListDefaults => {
+                let d = self.cfg().defaults;
+                Ok(json!({"auth": d.auth, "alias": d.alias, "isns": d.isns}))
+            }
+        }
+    }
+}
+
+impl Provider for IscsitProvider {
+    const NAME: &'static str = "iscsit";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "iSCSI target port provider (RFC 7143 over TCP)";
+    const KIND: ProviderKind = ProviderKind::PORT;
+
+    fn create(ctx: ProviderContext, config: &str) -> Result<Self, String> {
+        let cfg = if config.trim().is_empty() {
+            IscsitConfig::default()
+        } else {
+            IscsitConfig::from_json(config).map_err(|e| format!("iscsit: {e}"))?
+        };
+        let rt = Runtime::start(ctx.host(), cfg.clone())
+            .map_err(|e| format!("iscsit: cannot start the event loops: {e}"))?;
+        let p = IscsitProvider {
+            rt,
+            ops: Mutex::new(()),
+        };
+        for g in &cfg.tpgs {
+            for portal in &g.portals {
+                if let Err(e) = p.rt.listen(portal.addr()) {
+                    tracing::error!(portal = %portal, "iscsit: cannot listen on a configured portal: {e}");
+                }
+            }
+        }
+        for t in &cfg.targets {
+            let alias = cfg.alias_of(t).unwrap_or("").to_owned();
+            if let Err(e) = p.rt.add_target(t, &alias) {
+                tracing::error!("iscsit: {e}");
+            }
+        }
+        Ok(p)
+    }
+
+    fn control(&self, request: &str) -> Result<String, String> {
+        let _g = self.ops.lock().unwrap_or_else(PoisonError::into_inner);
+        let req: Request =
+            serde_json::from_str(request).map_err(|e| format!("iscsit: invalid request: {e}"))?;
+        self.handle(req).map(|v| v.to_string())
+    }
+
+    fn save_config(&self) -> String {
+        self.rt.config_read().to_json().unwrap_or_default()
+    }
+
+    fn shutdown(&self) {
+        for t in self.rt.targets() {
+            if let Err(e) = self.rt.remove_target(&t.name) {
+                tracing::warn!("iscsit: {e}");
+            }
+        }
+        self.rt.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portals_allow_port_zero_and_ipv6() {
+        assert_eq!(portal_addr("127.0.0.1:0").unwrap().port(), 0);
+        assert_eq!(portal_addr("127.0.0.1").unwrap().port(), 3260);
+        assert_eq!(portal_addr("[::1]").unwrap(), "[::1]:3260".parse().unwrap());
+        assert_eq!(portal_addr("[::1]:0").unwrap().port(), 0);
+        assert!(portal_addr("host:1").is_err());
+    }
+
+    #[test]
+    fn requests_parse() {
+        let r: Request = serde_json::from_str(
+            r#"{"op":"create-target","name":"iqn.2026-11.org.rstmf:default","portals":["127.0.0.1:3260"]}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Request::CreateTarget { .. }));
+        let r: Request = serde_json::from_str(r#"{"op":"list-defaults"}"#).unwrap();
+        assert!(matches!(r, Request::ListDefaults));
+        assert!(serde_json::from_str::<Request>(r#"{"op":"bogus"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"op":"create-tpg","name":"a"}"#).is_err());
+        assert!(auto_name().starts_with("iqn.2026-11.org.rstmf:"));
+        assert_eq!(cleared(&Some("none".into())), Some(None));
+        assert_eq!(cleared(&None), None);
+    }
+}
