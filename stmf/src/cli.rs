@@ -2,7 +2,10 @@
 //!
 //! Every CLI flattens [`GlobalOpts`] into its top-level parser, so `--socket PATH`
 //! (env `STMF_SOCKET`) and `--json` work before or after the subcommand, connects with
-//! [`Client::connect`], and prints with [`print_json`] or [`print_fields`].
+//! [`Client::connect`], and prints with [`print_json`] or [`print_fields`]. [`lu`] holds the
+//! LU commands `stmfadm` and `sbdadm` share.
+
+pub mod lu;
 
 use crate::control::{Reply, Request, DEFAULT_SOCKET, PROTOCOL_VERSION};
 use crate::{ObjState, StmfError};

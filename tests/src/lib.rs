@@ -31,6 +31,8 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod daemon;
+
 use plugins_sdk::abi::{dbuf_flags, task_attr, task_flags, DataBufRaw, ProviderRoot};
 use plugins_sdk::scsi::{Lun, Sense};
 use plugins_sdk::{
@@ -858,9 +860,17 @@ impl TestTarget {
     /// Logs initiator `initiator` in: registers an I_T nexus (waiting up to 10 s for the port
     /// to be online).
     pub fn session(&self, initiator: &str) -> Session {
+        self.session_with_transport_id(initiator, "")
+    }
+
+    /// [`TestTarget::session`] with the TransportID the port reports for the initiator.
+    pub fn session_with_transport_id(&self, initiator: &str, transport_id: &str) -> Session {
         let deadline = Instant::now() + Duration::from_secs(10);
         let handle = loop {
-            match self.host.register_session(self.handle.0, initiator, "", "") {
+            match self
+                .host
+                .register_session(self.handle.0, initiator, "", transport_id)
+            {
                 Ok(h) => break h,
                 Err(Status::BAD_STATE) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(1))

@@ -986,3 +986,262 @@ fn abort_task_mid_transfer_leaks_nothing() {
     write(&s, &sess, 0, &[5; 4096], 512).assert_good();
     assert!(read(&s, &sess, 0, 8, 512).iter().all(|&b| b == 5));
 }
+
+// ---- reservation identity: initiator ports and TransportIDs from the core ---------------------
+
+/// Initiator port names as iscsit registers them (`<name>,i,0x<ISID>`).
+const PORT_A: &str = "iqn.2025-01.org.rstmf.test:ini-a,i,0x400001370000";
+const PORT_A2: &str = "iqn.2025-01.org.rstmf.test:ini-a,i,0x400001370001";
+const PORT_B: &str = "iqn.2025-01.org.rstmf.test:ini-b,i,0x400001370000";
+
+/// PERSISTENT RESERVE OUT with a parameter list of any length.
+fn pr_out_list(s: &Setup, sess: &Session, sa: u8, ty: u8, p: &[u8]) -> Outcome {
+    let len = (p.len() as u32).to_be_bytes();
+    s.h.cmd(
+        sess,
+        0,
+        &[0x5F, sa, ty, 0, 0, len[0], len[1], len[2], len[3], 0],
+        p,
+        0,
+    )
+}
+
+/// An iSCSI TransportID (format 01b when the name has an ISID).
+fn transport_id(name: &str) -> Vec<u8> {
+    let padded = ((name.len() + 1).div_ceil(4) * 4).max(20);
+    let mut t = vec![if name.contains(",i,0x") { 0x45 } else { 0x05 }, 0];
+    t.extend_from_slice(&(padded as u16).to_be_bytes());
+    t.extend_from_slice(name.as_bytes());
+    t.resize(4 + padded, 0);
+    t
+}
+
+/// One READ FULL STATUS descriptor.
+#[derive(Debug, PartialEq)]
+struct FullStatus {
+    key: u64,
+    holder: bool,
+    all_tg_pt: bool,
+    rtpi: u16,
+    name: String,
+}
+
+fn read_full_status(s: &Setup, sess: &Session) -> Vec<FullStatus> {
+    let o =
+        s.h.cmd(sess, 0, &[0x5E, 3, 0, 0, 0, 0, 0, 4, 0, 0], &[], 1024);
+    o.assert_good();
+    let mut d = &o.data[8..];
+    let mut out = Vec::new();
+    while d.len() >= 24 {
+        let tid_len = u32::from_be_bytes(d[20..24].try_into().expect("4")) as usize;
+        let tid = &d[24..24 + tid_len];
+        let name_len = usize::from(u16::from_be_bytes([tid[2], tid[3]]));
+        let name = &tid[4..4 + name_len];
+        let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        out.push(FullStatus {
+            key: u64::from_be_bytes(d[..8].try_into().expect("8")),
+            holder: d[12] & 1 != 0,
+            all_tg_pt: d[12] & 2 != 0,
+            rtpi: u16::from_be_bytes([d[18], d[19]]),
+            name: String::from_utf8_lossy(&name[..end]).into_owned(),
+        });
+        d = &d[24 + tid_len..];
+    }
+    out
+}
+
+#[test]
+fn registrant_is_the_initiator_port_across_reconnections() {
+    let s = setup(serde_json::json!({"op":"create-lu","backing":"ram","size":"4m"}));
+    let a = login(&s, PORT_A);
+    let b = login(&s, PORT_B);
+    pr_out(&s, &a, 0, 0, 0, 0xA, 0).assert_good(); // REGISTER
+    pr_out(&s, &a, 1, 0x03, 0xA, 0, 0).assert_good(); // RESERVE, Exclusive Access
+    assert_eq!(read(&s, &a, 0, 1, 512).len(), 512);
+    assert_eq!(
+        s.h.cmd(&b, 0, &rw16(0x88, 0, 0, 1), &[], 512).status,
+        0x18,
+        "another initiator conflicts"
+    );
+    let st = read_full_status(&s, &b);
+    assert_eq!(
+        st,
+        vec![FullStatus {
+            key: 0xA,
+            holder: true,
+            all_tg_pt: false,
+            rtpi: st[0].rtpi,
+            name: PORT_A.into(),
+        }],
+        "READ FULL STATUS names the real initiator port"
+    );
+    assert_ne!(st[0].rtpi, 0, "a real relative target port id");
+
+    // The initiator logs out and back in (a new session, same initiator port): it is still
+    // the registrant and the holder.
+    a.close();
+    drop(a);
+    let a = login(&s, PORT_A);
+    assert_eq!(read(&s, &a, 0, 1, 512).len(), 512);
+    write(&s, &a, 0, &[7; 512], 512).assert_good();
+    assert_eq!(read_keys(&s, &a), vec![0xA]);
+    // Registered already: REGISTER with the wrong reservation key conflicts.
+    assert_eq!(pr_out(&s, &a, 0, 0, 0, 0xA2, 0).status, 0x18);
+
+    // A second session of the same initiator port is the same I_T nexus for PR.
+    let a_again = login(&s, PORT_A);
+    write(&s, &a_again, 1, &[8; 512], 512).assert_good();
+
+    // The same iSCSI name with another ISID is another initiator port: not registered.
+    let a2 = login(&s, PORT_A2);
+    assert_eq!(s.h.cmd(&a2, 0, &rw16(0x88, 0, 0, 1), &[], 512).status, 0x18);
+    assert_eq!(pr_out(&s, &a2, 1, 0x03, 0xA, 0, 0).status, 0x18);
+    // ISID case does not matter (iSCSI names are case-insensitive).
+    let upper = login(&s, &PORT_A.to_ascii_uppercase());
+    write(&s, &upper, 2, &[9; 512], 512).assert_good();
+
+    pr_out(&s, &a, 2, 0x03, 0xA, 0, 0).assert_good(); // RELEASE
+    write(&s, &b, 0, &[1; 512], 512).assert_good();
+}
+
+#[test]
+fn spec_i_pt_and_register_and_move_name_real_ports() {
+    let s = setup(serde_json::json!({"op":"create-lu","backing":"ram","size":"4m"}));
+    let a = login(&s, PORT_A);
+    // REGISTER with SPEC_I_PT for PORT_B (given in upper case), before B ever logs in.
+    let tid = transport_id(&PORT_B.to_ascii_uppercase());
+    let mut p = vec![0u8; 28];
+    p[8..16].copy_from_slice(&0xAu64.to_be_bytes());
+    p[20] = 0x08;
+    p[24..28].copy_from_slice(&(tid.len() as u32).to_be_bytes());
+    p.extend_from_slice(&tid);
+    pr_out_list(&s, &a, 0, 0, &p).assert_good();
+    let b = login(&s, PORT_B);
+    assert_eq!(read_keys(&s, &b), vec![0xA, 0xA]);
+    // B is registered: it may reserve with the key.
+    pr_out(&s, &b, 1, 0x01, 0xA, 0, 0).assert_good();
+    write(&s, &b, 0, &[1; 512], 512).assert_good();
+    assert_eq!(write(&s, &a, 0, &[2; 512], 512).status, 0x18);
+
+    // REGISTER AND MOVE the reservation from B to A's port.
+    let rtpi = read_full_status(&s, &b)[0].rtpi;
+    let tid = transport_id(PORT_A);
+    let mut p = vec![0u8; 24];
+    p[..8].copy_from_slice(&0xAu64.to_be_bytes());
+    p[8..16].copy_from_slice(&0xA1u64.to_be_bytes());
+    p[18..20].copy_from_slice(&rtpi.to_be_bytes());
+    p[20..24].copy_from_slice(&(tid.len() as u32).to_be_bytes());
+    p.extend_from_slice(&tid);
+    pr_out_list(&s, &b, 7, 0x01, &p).assert_good();
+    write(&s, &a, 0, &[3; 512], 512).assert_good();
+    assert_eq!(write(&s, &b, 0, &[4; 512], 512).status, 0x18);
+    let st = read_full_status(&s, &a);
+    let holder = st.iter().find(|r| r.holder).expect("a holder");
+    assert_eq!((holder.name.as_str(), holder.key), (PORT_A, 0xA1));
+}
+
+#[test]
+fn registrations_follow_the_target_port_unless_all_tg_pt() {
+    let s = setup(serde_json::json!({"op":"create-lu","backing":"ram","size":"4m"}));
+    let t2 = s.h.port("iqn.2025-01.org.rstmf.test:sbd-2");
+    let a1 = login(&s, PORT_A);
+    let a2 = t2.session(PORT_A);
+    s.h.cmd(&a2, 0, &[0; 6], &[], 0)
+        .assert_check(0x6, 0x29, 0x00);
+    pr_out(&s, &a1, 0, 0, 0, 0xA, 0).assert_good();
+    // Through the other target port, the same initiator port is another I_T nexus.
+    assert_eq!(pr_out(&s, &a2, 1, 0x01, 0xA, 0, 0).status, 0x18);
+    pr_out(&s, &a2, 0, 0, 0, 0xA2, 0).assert_good();
+    let st = read_full_status(&s, &a1);
+    assert_eq!(st.len(), 2);
+    assert_ne!(st[0].rtpi, st[1].rtpi, "{st:?}");
+
+    // ALL_TG_PT: one registration for every target port.
+    let b1 = login(&s, PORT_B);
+    let b2 = t2.session(PORT_B);
+    s.h.cmd(&b2, 0, &[0; 6], &[], 0)
+        .assert_check(0x6, 0x29, 0x00);
+    pr_out(&s, &b1, 0, 0, 0, 0xB, 0x04).assert_good();
+    pr_out(&s, &b2, 1, 0x01, 0xB, 0, 0).assert_good();
+    let st = read_full_status(&s, &a1);
+    let b = st.iter().find(|r| r.key == 0xB).expect("B registered");
+    assert!(b.all_tg_pt && b.holder && b.name == PORT_B, "{st:?}");
+}
+
+#[test]
+fn transport_id_from_the_port_names_the_registrant() {
+    let s = setup(serde_json::json!({"op":"create-lu","backing":"ram","size":"4m"}));
+    // The port reports a TransportID (as text) that differs from the name it registered:
+    // the TransportID is the identity.
+    let a = s
+        .tgt
+        .session_with_transport_id("ini-a-alias", &PORT_A.to_ascii_uppercase());
+    s.h.cmd(&a, 0, &[0; 6], &[], 0)
+        .assert_check(0x6, 0x29, 0x00);
+    pr_out(&s, &a, 0, 0, 0, 0xA, 0).assert_good();
+    assert_eq!(read_full_status(&s, &a)[0].name, PORT_A);
+    // A session registered under that port name, without a TransportID, is the same port.
+    let same = login(&s, PORT_A);
+    pr_out(&s, &same, 1, 0x01, 0xA, 0, 0).assert_good();
+    // TransportID bytes in hex work too.
+    let hex: String = transport_id(PORT_A)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let h = s.tgt.session_with_transport_id("whatever", &hex);
+    s.h.cmd(&h, 0, &[0; 6], &[], 0)
+        .assert_check(0x6, 0x29, 0x00);
+    write(&s, &h, 0, &[1; 512], 512).assert_good();
+    let b = login(&s, PORT_B);
+    assert_eq!(write(&s, &b, 0, &[1; 512], 512).status, 0x18);
+}
+
+#[test]
+fn aptpl_reservation_is_restored_in_a_new_core_for_the_same_initiator() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = {
+        let s = setup(file_lu(dir.path(), "aptpl.img", "4m"));
+        let a = login(&s, PORT_A);
+        let b = login(&s, PORT_B);
+        pr_out(&s, &a, 0, 0, 0, 0xA, 0x01).assert_good(); // REGISTER, APTPL
+        pr_out(&s, &b, 0, 0, 0, 0xB, 0x01).assert_good();
+        pr_out(&s, &a, 1, 0x01, 0xA, 0, 0x01).assert_good(); // RESERVE, Write Exclusive
+        write(&s, &a, 0, &[5; 512], 512).assert_good();
+        s.h.stmf().provider_config("sbd").expect("config")
+    };
+    // "Restart": a new core, sbd loaded with its saved configuration.
+    let h = Harness::new(Settings::default());
+    h.load_with_config("sbd", &config);
+    let list = json(
+        &h.stmf()
+            .provider_control("sbd", r#"{"op":"list-lu"}"#)
+            .expect("list"),
+    );
+    let guid: Guid = list["lus"][0]["guid"]
+        .as_str()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or_else(|| panic!("{list}"));
+    h.stmf().add_view(guid, None, None, Some(0)).expect("view");
+    assert!(rstmf_tests::wait_until(Duration::from_secs(10), || h
+        .lu_info(guid)
+        .state
+        == ObjState::Online));
+    let s = Setup {
+        tgt: h.port(TGT),
+        h,
+        guid,
+    };
+    // The same initiators log in again: A still holds the reservation, B is registered.
+    let a = login(&s, PORT_A);
+    let b = login(&s, PORT_B);
+    assert_eq!(read_keys(&s, &b), vec![0xA, 0xB]);
+    write(&s, &a, 1, &[6; 512], 512).assert_good();
+    assert_eq!(write(&s, &b, 1, &[7; 512], 512).status, 0x18);
+    // B is a registrant: it may preempt A.
+    pr_out(&s, &b, 4, 0x01, 0xB, 0xA, 0).assert_good();
+    write(&s, &b, 1, &[7; 512], 512).assert_good();
+    assert_eq!(read_keys(&s, &b), vec![0xB]);
+    // A learns of it by a unit attention (REGISTRATIONS PREEMPTED) on its next command.
+    s.h.cmd(&a, 0, &[0; 6], &[], 0)
+        .assert_check(0x6, 0x2A, 0x05);
+}

@@ -74,7 +74,7 @@ pub enum SbdError {
     #[error("{0}")]
     Invalid(String),
     /// No such LU.
-    #[error("no LU {0} in provider sbd")]
+    #[error("no LU {0}")]
     NotFound(String),
     /// The LU exists already.
     #[error("LU {0} exists already")]
@@ -134,6 +134,8 @@ enum Request {
         size: Option<Value>,
         #[serde(default)]
         props: Props,
+        /// Shorthand for `props.alias` (stmfd's embedded default sends it at top level).
+        alias: Option<String>,
     },
     #[serde(rename = "delete-lu")]
     Delete {
@@ -145,7 +147,10 @@ enum Request {
     Import { path: PathBuf },
     #[serde(rename = "modify-lu")]
     Modify {
-        guid: String,
+        /// The LU, by GUID ...
+        guid: Option<String>,
+        /// ... or by its data or metadata file.
+        path: Option<PathBuf>,
         #[serde(default)]
         props: Props,
         size: Option<Value>,
@@ -575,6 +580,25 @@ impl SbdProvider {
             .ok_or_else(|| SbdError::NotFound(guid::to_hex(&g)))
     }
 
+    /// The registered LU whose data or metadata file is `path`.
+    fn guid_of_path(&self, path: &Path) -> Result<String, SbdError> {
+        let want = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        // Compare canonical paths too, so a symlink or `..` finds the LU.
+        let canon = |p: &Path| std::fs::canonicalize(p).ok();
+        let want_canon = canon(&want);
+        let same = |p: &Path| p == want || (want_canon.is_some() && canon(p) == want_canon);
+        lock(&self.lus)
+            .values()
+            .find(|r| {
+                r.lu.meta().data.as_deref().is_some_and(same)
+                    || r.lu.meta_path.as_deref().is_some_and(same)
+            })
+            .map(|r| guid::to_hex(&r.lu.guid))
+            .ok_or_else(|| {
+                SbdError::NotFound(format!("with data or metadata file {}", want.display()))
+            })
+    }
+
     fn delete(&self, guid: &str) -> Result<String, SbdError> {
         let g = guid::parse(guid).map_err(SbdError::Invalid)?;
         let hex = guid::to_hex(&g);
@@ -659,13 +683,32 @@ impl SbdProvider {
                 backing,
                 path,
                 size,
-                props,
-            } => json!({ "guid": self.create_lu(backing, path, size, props)? }),
+                mut props,
+                alias,
+            } => {
+                if let Some(a) = alias {
+                    if props.alias.as_ref().is_some_and(|p| *p != a) {
+                        return Err(invalid("alias given twice, with different values"));
+                    }
+                    props.alias = Some(a);
+                }
+                json!({ "guid": self.create_lu(backing, path, size, props)? })
+            }
             Request::Delete { guid, keep_views } => {
                 json!({ "deleted": self.delete(&guid)?, "keep_views": keep_views })
             }
             Request::Import { path } => json!({ "guid": self.import_path(&path)? }),
-            Request::Modify { guid, props, size } => {
+            Request::Modify {
+                guid,
+                path,
+                props,
+                size,
+            } => {
+                let guid = match (guid, path) {
+                    (Some(g), None) => g,
+                    (None, Some(p)) => self.guid_of_path(&p)?,
+                    _ => return Err(invalid("modify-lu: give either guid or path")),
+                };
                 json!({ "guid": self.modify(&guid, props, size)? })
             }
             Request::List { guid } => self.list(guid.as_deref())?,
@@ -718,9 +761,10 @@ impl Provider for SbdProvider {
     }
 
     fn control(&self, request: &str) -> Result<String, String> {
+        // The core prefixes errors with "provider sbd: ".
         self.handle(request)
             .map(|v| v.to_string())
-            .map_err(|e| format!("sbd: {e}"))
+            .map_err(|e| e.to_string())
     }
 
     fn save_config(&self) -> String {
@@ -815,6 +859,23 @@ mod tests {
             serde_json::from_str::<Request>(r#"{"op":"create-lu","props":{"colour":1}}"#).is_err()
         );
         assert!(serde_json::from_str::<Request>(r#"{"op":"format"}"#).is_err());
+        // stmfd's embedded default, as it sends it: alias at top level.
+        let r: Request = serde_json::from_str(
+            r#"{"op":"create-lu","backing":"ram","size":67108864,"alias":"default"}"#,
+        )
+        .expect("embedded default request");
+        assert!(matches!(r, Request::Create { alias: Some(a), .. } if a == "default"));
+        let r: Request =
+            serde_json::from_str(r#"{"op":"modify-lu","path":"/d/x.img","size":"2g"}"#)
+                .expect("modify by path");
+        assert!(matches!(
+            r,
+            Request::Modify {
+                guid: None,
+                path: Some(_),
+                ..
+            }
+        ));
         let s = SavedConfig {
             version: 1,
             workers: None,

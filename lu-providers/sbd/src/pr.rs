@@ -65,7 +65,8 @@ pub struct Registration {
 }
 
 impl Registration {
-    fn matches(&self, n: &Nexus) -> bool {
+    /// Whether this registration is the one of nexus `n`.
+    pub fn matches(&self, n: &Nexus) -> bool {
         self.initiator == n.initiator && (self.all_tg_pt || self.rtpi == n.rtpi)
     }
 }
@@ -182,6 +183,34 @@ pub enum Access {
     Reserve,
 }
 
+/// The form PR compares initiator port names in: trimmed and lower-cased (iSCSI names are
+/// case-insensitive, and the ISID of `,i,0x<ISID>` is hex).
+pub fn canonical_name(name: &str) -> String {
+    name.trim().to_ascii_lowercase()
+}
+
+/// The name PR knows an initiator port by, from what the core says of its session: the
+/// name in its TransportID when the port supplied an iSCSI one (as text, `name,i,0x<ISID>`,
+/// or as the TransportID's bytes in hex), else its initiator port name.
+pub fn initiator_identity(port_name: &str, transport_id: &str) -> String {
+    let tid = transport_id.trim();
+    if tid.is_empty() {
+        return canonical_name(port_name);
+    }
+    let bytes = (tid.len() % 2 == 0 && tid.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| {
+            (0..tid.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&tid[i..i + 2], 16).ok())
+                .collect::<Option<Vec<u8>>>()
+        })
+        .flatten();
+    match bytes {
+        Some(b) => parse_transport_id(&b, 0).map_or_else(|_| canonical_name(port_name), |(n, _)| n),
+        None => canonical_name(tid),
+    }
+}
+
 /// Iterates TransportIDs of the iSCSI protocol in `data`; returns initiator port names.
 pub fn parse_transport_ids(mut data: &[u8], base: u16) -> PrResult<Vec<String>> {
     let mut out = Vec::new();
@@ -219,16 +248,11 @@ pub fn parse_transport_id(data: &[u8], at: u16) -> PrResult<(String, usize)> {
     if name.is_empty() {
         return Err(param_err(at.saturating_add(4), None));
     }
-    let name = match format {
-        1 => {
-            // "<name>,i,0x<ISID>": keep as is; the separator must be there.
-            if !name.to_ascii_lowercase().contains(",i,0x") {
-                return Err(param_err(at.saturating_add(4), None));
-            }
-            name.to_string()
-        }
-        _ => name.to_string(),
-    };
+    let name = canonical_name(name);
+    // Format 01b is "<name>,i,0x<ISID>": the separator must be there.
+    if format == 1 && !name.contains(",i,0x") {
+        return Err(param_err(at.saturating_add(4), None));
+    }
     Ok((name, 4 + len))
 }
 
@@ -847,6 +871,33 @@ impl PrState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identity_from_port_name_or_transport_id() {
+        let port = "iqn.2025-01.x:ini,i,0x4000013700AB";
+        assert_eq!(
+            initiator_identity(port, ""),
+            "iqn.2025-01.x:ini,i,0x4000013700ab"
+        );
+        // A textual TransportID wins over the port name.
+        assert_eq!(
+            initiator_identity("alias", " IQN.2025-01.X:INI,I,0X1 "),
+            "iqn.2025-01.x:ini,i,0x1"
+        );
+        // So does a binary one, in hex.
+        let mut tid = Vec::new();
+        write_transport_id("iqn.2025-01.x:other", &mut tid);
+        let hex: String = tid.iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(initiator_identity(port, &hex), "iqn.2025-01.x:other");
+        // A hex TransportID that is not iSCSI (here FC, protocol 0) is not used.
+        let fc = "00".repeat(24);
+        assert_eq!(initiator_identity("iqn.a", &fc), "iqn.a");
+        // Format 01b without the ISID separator is refused.
+        let mut bad = Vec::new();
+        write_transport_id("iqn.a", &mut bad);
+        bad[0] = 0x45;
+        assert!(parse_transport_id(&bad, 0).is_err());
+    }
 
     fn nx(i: &str) -> Nexus {
         Nexus {

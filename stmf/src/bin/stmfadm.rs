@@ -5,7 +5,8 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use stmf::cli::{self, print_fields, state_label, value_label, Client, GlobalOpts};
+use stmf::cli::lu::{self, CreateLuArgs, DeleteLuArgs, ImportLuArgs, ModifyLuArgs};
+use stmf::cli::{self, print_fields, state_label, Client, GlobalOpts};
 use stmf::control::{
     AddViewArgs, GuidArgs, GuidsArgs, ListViewArgs, MembersArgs, NameArgs, NamesArgs, NoArgs,
     PathArgs, ProviderControlArgs, RemoveViewArgs,
@@ -123,6 +124,14 @@ enum Cmd {
         /// Entry numbers (all when none).
         entries: Vec<u32>,
     },
+    /// Create an LU (sbd: a file, block device or RAM).
+    CreateLu(CreateLuArgs),
+    /// Change an LU's properties or grow it.
+    ModifyLu(ModifyLuArgs),
+    /// Delete an LU (its data and metadata are kept); -k keeps its view entries.
+    DeleteLu(DeleteLuArgs),
+    /// Bring back an LU deleted with its data kept, from its data or metadata file.
+    ImportLu(ImportLuArgs),
     /// List LUs.
     ListLu {
         /// Verbose.
@@ -256,6 +265,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 list.into_iter().for_each(|t| print_target(t, l.verbose))
             });
         }
+        Cmd::CreateLu(a) => {
+            let r = lu::create_lu(&mut c, &a)?;
+            return lu_done(json, &r.reply, || {
+                println!("Logical unit created: {}", r.guid)
+            });
+        }
+        Cmd::ImportLu(a) => {
+            let r = lu::import_lu(&mut c, &a)?;
+            return lu_done(json, &r.reply, || {
+                println!("Logical unit imported: {}", r.guid)
+            });
+        }
+        Cmd::ModifyLu(a) => {
+            let r = lu::modify_lu(&mut c, &a)?;
+            return lu_done(json, &r.reply, || {});
+        }
+        Cmd::DeleteLu(a) => {
+            let r = lu::delete_lu(&mut c, &a)?;
+            return lu_done(json, &r.reply, || {});
+        }
         Cmd::ProviderControl { provider, request } => {
             // The provider's reply is JSON already: print it in both modes.
             let v = c.call(
@@ -337,6 +366,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let v = c.call(cmd, &args)?;
     if json {
         cli::print_json(&v);
+    }
+    Ok(())
+}
+
+/// Prints a provider's reply with --json, else what `human` prints.
+fn lu_done(json: bool, reply: &Value, human: impl FnOnce()) -> anyhow::Result<()> {
+    if json {
+        cli::print_json(reply);
+    } else {
+        human();
     }
     Ok(())
 }
@@ -431,20 +470,11 @@ fn print_lu(l: LuInfo, verbose: bool) {
             "Operational Status",
             format!("{}{}", state_label(l.state), failed_suffix(&l.failed)),
         ),
-        ("Provider Name", l.provider),
-        (
-            "Alias",
-            if l.alias.is_empty() {
-                "-".into()
-            } else {
-                l.alias
-            },
-        ),
+        ("Provider Name", l.provider.clone()),
+        ("Alias", lu::alias_of(&l)),
         ("View Entry Count", l.views.to_string()),
     ]);
-    if let Value::Object(details) = l.details {
-        f.extend(details.iter().map(|(k, v)| (k.clone(), value_label(v))));
-    }
+    f.extend(lu::detail_fields(&l.details));
     print_fields(4, &f);
 }
 

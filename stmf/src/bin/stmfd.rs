@@ -121,6 +121,7 @@ fn run(opts: Opts) -> anyhow::Result<()> {
     print_providers(&stmf, &store);
 
     let stop = Arc::new(AtomicBool::new(false));
+    let waker = listener.try_clone().context("cloning the control socket")?;
     let acceptor = {
         let (stmf, store, stop) = (stmf.clone(), store.clone(), stop.clone());
         thread::Builder::new()
@@ -133,7 +134,10 @@ fn run(opts: Opts) -> anyhow::Result<()> {
     let sig = signals.forever().next();
     tracing::info!("signal {sig:?}: shutting down");
     stop.store(true, Ordering::SeqCst);
-    let _ = UnixStream::connect(&opts.socket); // wake the acceptor
+    // Wake the acceptor without needing the socket path (it may have been removed): shutting
+    // the listening socket down makes the blocked accept() fail.
+    // SAFETY: our own listening socket, open for as long as `waker` lives.
+    unsafe { libc::shutdown(waker.as_raw_fd(), libc::SHUT_RDWR) };
     if acceptor.join().is_err() {
         tracing::error!("acceptor thread panicked");
     }

@@ -282,10 +282,7 @@ impl SbdLu {
                     crate::pr::PrUa::ReservationsReleased => ua::RES_RELEASED,
                 };
                 for st in map.values_mut() {
-                    if st.id.initiator == reg.initiator
-                        && (reg.all_tg_pt || st.id.rtpi == reg.rtpi)
-                        && st.id != n
-                    {
+                    if reg.matches(&st.id) && st.id != n {
                         st.ua |= bit;
                     }
                 }

@@ -112,16 +112,23 @@ impl NexusState {
     }
 }
 
-/// The identity of the I_T nexus behind `session`.
-///
-/// The SDK does not (yet) tell an LU the initiator port name or the relative target port
-/// of a session, so a nexus is named after its session handle: reservations work for the
-/// life of a session, and registrations are not matched again after a reconnection. See
-/// `docs/sbd.md` ("What the SDK lacks").
-fn nexus_of(session: SessionHandle) -> Nexus {
+/// The identity of the I_T nexus behind `session`, as the core knows it: the initiator
+/// port (its TransportID's name, else its port name) and the relative target port. `None`
+/// once the session is gone.
+fn nexus_of(host: &Host, session: SessionHandle) -> Option<Nexus> {
+    let d = host.session_info(session)?;
+    Some(Nexus {
+        initiator: crate::pr::initiator_identity(&d.initiator, &d.transport_id),
+        rtpi: d.relative_port_id,
+    })
+}
+
+/// The name of a nexus whose session the core no longer knows (a command racing its end):
+/// it matches no registration and is never cached.
+fn orphan_nexus(session: SessionHandle) -> Nexus {
     Nexus {
         initiator: format!("rstmf.session:{:x}", session.0 as usize),
-        rtpi: 1,
+        rtpi: 0,
     }
 }
 
@@ -584,14 +591,30 @@ impl SbdLu {
     }
 
     /// Unit attentions and reservation conflicts, in SAM-5 order.
+    ///
+    /// A nexus' identity is asked of the core on its first command and cached until
+    /// `ITL_REMOVED` (the core's lock is not taken under ours).
     fn check_nexus(&self, session: SessionHandle, cdb: &Cdb<'_>) -> Result<(), Fin> {
         let op = cdb.opcode();
         let reports_ua = op != OpCode::INQUIRY && op != OpCode::REQUEST_SENSE;
+        let key = session.0 as usize;
         let mut map = lock(&self.nexus);
-        let st = map.entry(session.0 as usize).or_insert_with(|| NexusState {
-            id: nexus_of(session),
-            ua: ua::POWER_ON,
-        });
+        if !map.contains_key(&key) {
+            drop(map);
+            let id = nexus_of(&self.host, session);
+            map = lock(&self.nexus);
+            if let Some(id) = id {
+                map.entry(key).or_insert(NexusState {
+                    id,
+                    ua: ua::POWER_ON,
+                });
+            }
+        }
+        let mut orphan = NexusState {
+            id: orphan_nexus(session),
+            ua: 0,
+        };
+        let st = map.get_mut(&key).unwrap_or(&mut orphan);
         if reports_ua {
             if let Some(s) = st.take_ua(ua::RESETS) {
                 return Err(Fin::Check(s));
@@ -610,10 +633,14 @@ impl SbdLu {
         Ok(())
     }
 
+    /// The nexus' identity (cached by [`SbdLu::check_nexus`], which every command passes).
     fn nexus_id(&self, session: SessionHandle) -> Nexus {
-        lock(&self.nexus)
+        let cached = lock(&self.nexus)
             .get(&(session.0 as usize))
-            .map_or_else(|| nexus_of(session), |n| n.id.clone())
+            .map(|n| n.id.clone());
+        cached
+            .or_else(|| nexus_of(&self.host, session))
+            .unwrap_or_else(|| orphan_nexus(session))
     }
 
     // ---- planning -------------------------------------------------------------------------
