@@ -159,6 +159,12 @@ impl TaskHandle {
         unsafe { (*self.t()).port_private = p }
     }
 
+    /// The transfer length the LU computed from the CDB (0 until the LU sets it).
+    pub fn cmd_xfer_len(&self) -> u64 {
+        // SAFETY: valid handle; written by the LU before it sends status.
+        unsafe { (*self.t()).cmd_xfer_len }
+    }
+
     /// Records the transfer length the LU computed from the CDB (LU only; residuals).
     pub fn set_cmd_xfer_len(&self, n: u64) {
         // SAFETY: valid handle; LU-owned field.

@@ -164,6 +164,17 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
     }
     // SAFETY: as above.
     let lu = unsafe { &*lu };
+    if !initial.is_null() {
+        // Immediate/unsolicited data has been moved already: it counts for residuals.
+        // SAFETY: the port hands over a valid buffer with the task.
+        unsafe {
+            let n = u64::from((*initial).xfer_len);
+            (*ct).public.nbytes_transferred += n;
+            if let Some(stats) = (*ct).stats.as_ref() {
+                stats.bytes(false, n);
+            }
+        }
+    }
     state(ct).fetch_or(KNOWN_TO_LU | ROUTED_TO_LU, AcqRel);
     // SAFETY: the LU's entry points with its own context; the task is valid.
     let r = unsafe { (lu.ops.new_task)(lu.ctx, t, initial) };

@@ -745,8 +745,13 @@ fn ram_lu_commands_and_data_path() {
             immediate,
             ..CmdOptions::default()
         };
-        h.cmd_with(&s, 0, &cdb::write_16(1000, 32), &data, 0, opts)
-            .assert_good();
+        let w = h.cmd_with(&s, 0, &cdb::write_16(1000, 32), &data, 0, opts);
+        w.assert_good();
+        assert_eq!(
+            (w.residual, w.residual_flags),
+            (0, 0),
+            "immediate data counts as transferred (immediate {immediate})"
+        );
         assert!(
             h.cmd(&s, 0, &cdb::read_10(1000, 32), &[], data.len())
                 .assert_good()
