@@ -28,6 +28,12 @@ if ((${#missing[@]})); then
     fi
 fi
 
+# qemu-img 7.2 with qemu's libiscsi driver (Debian 12's packages, downloaded and extracted
+# into the target dir, not installed) for the qemu interop test; the test fetches it too,
+# this only makes a failure show early.
+echo "== qemu-img 7.2 for the interop tests"
+scripts/fetch-qemu72.sh "${CARGO_TARGET_DIR:-target}/debug/qemu-7.2"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

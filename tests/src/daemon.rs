@@ -70,6 +70,11 @@ impl DaemonEnv {
 
     /// Starts stmfd and waits until it answers `list-state`.
     pub fn start(&self) -> Daemon {
+        self.start_with_log("info")
+    }
+
+    /// Starts stmfd with `RUST_LOG=<filter>` (e.g. `trace` to check what it ever logs).
+    pub fn start_with_log(&self, filter: &str) -> Daemon {
         let n = fs::read_dir(self.dir.path()).map_or(0, |d| d.count());
         let out = self.dir.path().join(format!("stdout.{n}"));
         let err = self.dir.path().join(format!("stderr.{n}"));
@@ -83,7 +88,7 @@ impl DaemonEnv {
             .env_remove("STMF_SOCKET")
             .env_remove("STMFD_STATE_DIR")
             .env_remove("STMFD_PROVIDERS_DIR")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(fs::File::create(&out).expect("stdout file"))
             .stderr(fs::File::create(&err).expect("stderr file"))
@@ -92,6 +97,7 @@ impl DaemonEnv {
         let mut d = Daemon {
             child: Some(child),
             socket: self.socket(),
+            out,
             err,
         };
         d.wait_ready();
@@ -103,10 +109,16 @@ impl DaemonEnv {
 pub struct Daemon {
     child: Option<Child>,
     socket: PathBuf,
+    out: PathBuf,
     err: PathBuf,
 }
 
 impl Daemon {
+    /// The daemon's stdout so far.
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
     /// The daemon's stderr so far.
     pub fn stderr(&self) -> String {
         fs::read_to_string(&self.err).unwrap_or_default()

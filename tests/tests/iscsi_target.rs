@@ -282,7 +282,7 @@ fn cmdsn_window_holds_gaps_and_ignores_outsiders() {
 
 #[test]
 fn nop_out_is_answered_and_idle_connections_are_pinged_then_dropped() {
-    let s = Setup::with_env(Some(("RSTMF_ISCSIT_NOP", "0.3:0.6")));
+    let s = Setup::with_defaults(r#"{"nop_interval_ms":300,"nop_timeout_ms":600}"#);
     let mut i = logged_in(&s, &LoginOpts::normal());
     let before = i.exp_stat_sn;
     let r = i.ping(b"ping data");
@@ -499,48 +499,192 @@ fn digests_on_both_ways() {
     assert!(matches!(i.ping(b"with digests").pdu, Pdu::NopIn(_)));
 }
 
+/// A raw PDU as `i` would frame it (its digests), for tests that then damage it.
+fn framed(i: &Ini, pdu: &Pdu, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    idm::pdu::TxFrame::from_pdu(pdu, &[], data, i.digests)
+        .expect("frame")
+        .write_to(&mut out);
+    out
+}
+
+/// An immediate NOP-Out ping of `i` (the caller sends it).
+fn nop(i: &mut Ini) -> Pdu {
+    let itt = i.next_itt();
+    Pdu::NopOut(idm::pdu::NopOut {
+        immediate: true,
+        lun: 0,
+        itt,
+        ttt: RESERVED_TAG,
+        cmd_sn: i.cmd_sn,
+        exp_stat_sn: i.exp_stat_sn,
+    })
+}
+
+/// The next PDU is a Reject with `reason` carrying `header` back.
+#[track_caller]
+fn expect_reject(i: &mut Ini, reason: RejectReason, header: &[u8]) {
+    let r = i.recv();
+    match r.pdu {
+        Pdu::Reject(rj) => {
+            assert_eq!(rj.reason, reason, "{rj:?}");
+            assert_eq!(
+                &r.data[..48],
+                &header[..48],
+                "the rejected header comes back"
+            );
+            i.exp_stat_sn = rj.sn.stat_sn.wrapping_add(1);
+        }
+        other => panic!("expected a Reject ({reason:?}), got {other:?}"),
+    }
+}
+
 #[test]
 fn bad_input_gets_the_protocol_answer_and_spares_other_sessions() {
     let s = Setup::new();
-    let mut good = logged_in(&s, &LoginOpts::normal());
-    // Garbage before login (a target opcode, then a reserved one): dropped at once.
-    for op in [0x23u8, 0x1f] {
+    let portal = s.portal;
+    // A session that keeps writing and reading (and checking) while the others misbehave.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut o = LoginOpts::normal();
+            o.isid = [0x80, 0, 0, 0, 0, 0x40];
+            let mut good = Ini::connect(portal);
+            assert_eq!(good.login(&o), (0, 0));
+            let mut rounds = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let data = pattern(64 * 1024, rounds as u8);
+                let lba = 8192;
+                assert_eq!(good.scsi(&write16(lba, 128), 0, &data, None).status, 0);
+                let r = good.scsi(&read16(lba, 128), data.len() as u32, &[], None);
+                assert!(r.data == data, "round {rounds}: data differs");
+                rounds += 1;
+            }
+            (rounds, good)
+        })
+    };
+    let isid = |n: u8| {
+        let mut o = LoginOpts::normal();
+        o.isid = [0x80, 0, 0, 0, 0, n];
+        o
+    };
+    let quick = Duration::from_secs(3);
+
+    // Garbage before login: a target opcode, a reserved one, and junk whose AHS length
+    // (0x5a words) promises bytes that never come: each dropped at once (the BHS is
+    // checked as soon as 48 bytes are in, not after the 20 s login timer).
+    for (op, ahs) in [(0x23u8, 0u8), (0x1f, 0), (0x5a, 0x5a), (0x3f, 0xff)] {
         let mut g = Ini::connect(s.portal);
         let mut junk = [0x5au8; 48];
         junk[0] = op;
-        junk[4..8].copy_from_slice(&[0; 4]); // no AHS, no data
+        junk[4] = ahs;
+        junk[5..8].copy_from_slice(&[0; 3]);
         g.send_raw(&junk).expect("send");
         assert!(
-            g.closed_within(Duration::from_secs(5)),
-            "garbage login {op:#x} dropped"
+            g.closed_within(quick),
+            "garbage login {op:#x} (AHS {ahs:#x}) dropped"
         );
     }
+    // Text that is not iSCSI at all ("G" = reserved opcode 0x07 once 48 bytes are in).
+    let mut g = Ini::connect(s.portal);
+    g.send_raw(b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: curl/8\r\n\r\n")
+        .expect("send");
+    assert!(g.closed_within(quick), "HTTP request dropped");
+
     // An unknown opcode in full feature phase: Reject (command not supported), and the
     // connection carries on.
-    let mut o = LoginOpts::normal();
-    o.isid = [0x80, 0, 0, 0, 0, 2];
-    let mut i = logged_in(&s, &o);
+    let mut i = logged_in(&s, &isid(2));
     let mut bhs = [0u8; 48];
     bhs[0] = 0x1d;
     bhs[1] = 0x80;
     i.send_raw(&bhs).expect("send");
-    let r = i.recv();
-    match r.pdu {
-        Pdu::Reject(rj) => {
-            assert_eq!(rj.reason, RejectReason::CommandNotSupported);
-            assert_eq!(&r.data[..48], &bhs[..], "the rejected header comes back");
-        }
-        other => panic!("expected a Reject, got {other:?}"),
-    }
+    expect_reject(&mut i, RejectReason::CommandNotSupported, &bhs);
     assert!(matches!(i.ping(b"").pdu, Pdu::NopIn(_)));
-    // A truncated PDU, then the peer goes away: nothing happens to anyone else.
-    let mut t = logged_in(&s, &{
-        let mut o = LoginOpts::normal();
-        o.isid = [0x80, 0, 0, 0, 0, 3];
-        o
-    });
+    // A target opcode: Reject (protocol error).
+    bhs[0] = 0x21;
+    i.send_raw(&bhs).expect("send");
+    expect_reject(&mut i, RejectReason::ProtocolError, &bhs);
+
+    // AHS length garbage: TotalAHSLength 2 words whose AHS claims 256 bytes: Reject
+    // (invalid PDU field), the stream stays in sync.
+    let p = nop(&mut i);
+    let mut raw = framed(&i, &p, &[]);
+    raw[4] = 2;
+    raw.extend_from_slice(&[0x01, 0x00, 0xff, 0x00, 0, 0, 0, 0]);
+    i.send_raw(&raw).expect("send");
+    expect_reject(&mut i, RejectReason::InvalidPduField, &raw);
+    assert!(matches!(i.ping(b"after AHS").pdu, Pdu::NopIn(_)));
+
+    // An oversize data segment (beyond our MaxRecvDataSegmentLength of 256 KiB): Reject
+    // (protocol error), the data is skipped, the connection carries on.
+    let p = nop(&mut i);
+    let big = vec![0xa5u8; 262_144 + 512];
+    let raw = framed(&i, &p, &big);
+    i.send_raw(&raw).expect("send");
+    expect_reject(&mut i, RejectReason::ProtocolError, &raw);
+    assert!(matches!(i.ping(b"after oversize").pdu, Pdu::NopIn(_)));
+
+    // Out-of-window CmdSN: ignored; the session goes on.
+    let tur = [0u8; 6];
+    let mut far = i.command(&tur, false, false, 0);
+    far.cmd_sn = far.cmd_sn.wrapping_add(5000);
+    i.cmd_sn = i.cmd_sn.wrapping_sub(1);
+    i.send(&Pdu::ScsiCommand(far), &[]);
+    assert!(
+        i.recv_timeout(Duration::from_millis(300)).is_none(),
+        "ignored"
+    );
+    assert_eq!(i.scsi(&tur, 0, &[], None).status, 0);
+
+    // A truncated PDU (half a BHS), then the peer goes away.
+    let mut t = logged_in(&s, &isid(3));
     t.send_raw(&[0x01, 0x80, 0, 0]).expect("send");
     drop(t);
+    // DataSegmentLength larger than what follows, then close.
+    let mut t = logged_in(&s, &isid(4));
+    let p = nop(&mut t);
+    let raw = framed(&t, &p, &[7u8; 1000]);
+    t.send_raw(&raw[..48 + 100]).expect("send");
+    drop(t);
+    // The same, but the peer stays: nothing comes back for the incomplete PDU.
+    let mut t = logged_in(&s, &isid(5));
+    let p = nop(&mut t);
+    let raw = framed(&t, &p, &[7u8; 1000]);
+    t.send_raw(&raw[..48 + 100]).expect("send");
+    assert!(t.recv_timeout(Duration::from_millis(300)).is_none());
+    drop(t);
+
+    // Header digest error: framing is lost, the connection is dropped (ERL 0).
+    let o = isid(6)
+        .key("HeaderDigest", "CRC32C")
+        .key("DataDigest", "CRC32C");
+    let mut d = logged_in(&s, &o);
+    assert!(d.digests.header && d.digests.data);
+    let p = nop(&mut d);
+    let mut raw = framed(&d, &p, b"hdr");
+    raw[48] ^= 0xff;
+    d.send_raw(&raw).expect("send");
+    assert!(d.closed_within(quick), "header digest error: dropped");
+    // Data digest error: Reject (data digest error, 0x02), the session continues.
+    let mut d = logged_in(&s, &o);
+    let p = nop(&mut d);
+    let mut raw = framed(&d, &p, b"data digest");
+    let n = raw.len();
+    raw[n - 1] ^= 0xff;
+    d.send_raw(&raw).expect("send");
+    expect_reject(&mut d, RejectReason::DataDigestError, &raw);
+    assert!(matches!(d.ping(b"after data digest").pdu, Pdu::NopIn(_)));
+    let data = pattern(32 * 1024, 9);
+    assert_eq!(d.scsi(&write16(0, 64), 0, &data, None).status, 0);
+    drop(d);
+
+    // The misbehaving sessions are gone; the worker never noticed.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (rounds, mut good) = worker.join().expect("the good session kept working");
+    assert!(rounds > 0, "the good session did I/O");
+    drop(i);
+    assert!(s.wait_sessions(1), "only the good session is left");
     assert_eq!(good.scsi(&[0u8; 6], 0, &[], None).status, 0);
 }
 

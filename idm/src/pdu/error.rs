@@ -44,6 +44,11 @@ pub enum PduError {
         /// Digest computed over data and padding.
         computed: u32,
     },
+    /// With header digests on, a BHS that is wrong by itself (opcode, direction,
+    /// DataSegmentLength) before its digest arrived: its lengths cannot be trusted, so
+    /// framing is lost.
+    #[error("invalid header before its digest arrived ({0}): framing lost")]
+    Unframed(&'static str),
     /// A field holds a value the RFC does not allow.
     #[error("invalid PDU field: {0}")]
     InvalidField(&'static str),
@@ -74,7 +79,7 @@ impl PduError {
     /// The protocol's answer to this error.
     pub fn action(&self) -> ErrorAction {
         match self {
-            PduError::Truncated { .. } | PduError::HeaderDigest { .. } => {
+            PduError::Truncated { .. } | PduError::HeaderDigest { .. } | PduError::Unframed(_) => {
                 ErrorAction::DropConnection
             }
             PduError::BadOpcode(_) => ErrorAction::Reject(RejectReason::CommandNotSupported),

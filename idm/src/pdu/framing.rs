@@ -315,7 +315,31 @@ impl PduReader {
         err
     }
 
+    /// What is wrong with a BHS by itself: opcode, direction, DataSegmentLength.
+    fn bhs_error<T: AsRef<[u8]>>(&self, bhs: &Bhs<T>) -> Option<PduError> {
+        let op = match bhs.opcode() {
+            Ok(op) => op,
+            Err(e) => return Some(e),
+        };
+        if !self.role.accepts(op) {
+            return Some(PduError::WrongDirection(op));
+        }
+        let len = bhs.data_segment_len();
+        if len > self.limits.max_data_segment_len {
+            let max = self.limits.max_data_segment_len;
+            return Some(PduError::Oversize { len, max });
+        }
+        None
+    }
+
     /// Checks the buffered bytes without changing state.
+    ///
+    /// The BHS is checked (opcode, direction, DataSegmentLength against the limit) as soon
+    /// as its 48 bytes are in, before the AHS and header digest arrive: a junk header
+    /// never makes the reader wait for up to 1 KiB of "AHS" that may never come. Without
+    /// header digests a bad header is trusted for its lengths and the PDU is skipped whole
+    /// (non-fatal: Reject); with header digests it cannot be trusted before its digest is
+    /// checked, so if the digest is not in yet, framing is lost (fatal).
     fn check(&self) -> Check {
         let live = self.buf.get(self.start..self.end).unwrap_or(&[]);
         let Ok(bhs) = Bhs::new_checked(live) else {
@@ -323,8 +347,18 @@ impl PduReader {
         };
         let layout = FrameLayout::from_bhs(&bhs, self.limits.digests);
         let header_len = layout.header_len();
+        let total = layout.total_len();
+        let early = self.bhs_error(&bhs);
         let Some(header_part) = live.get(..header_len) else {
-            return Check::NeedMore;
+            return match early {
+                None => Check::NeedMore,
+                Some(e) if layout.header_digest => Check::Fatal(PduError::Unframed(match e {
+                    PduError::BadOpcode(_) => "reserved opcode",
+                    PduError::WrongDirection(_) => "opcode of the other direction",
+                    _ => "data segment over the limit",
+                })),
+                Some(e) => Check::Skip(total, e),
+            };
         };
         if layout.header_digest {
             let (covered, digest) = header_part.split_at(header_len - DIGEST_LEN);
@@ -335,18 +369,8 @@ impl PduReader {
             }
         }
         // The header is trusted from here on: a bad PDU can be skipped whole.
-        let total = layout.total_len();
-        let op = match bhs.opcode() {
-            Ok(op) => op,
-            Err(e) => return Check::Skip(total, e),
-        };
-        if !self.role.accepts(op) {
-            return Check::Skip(total, PduError::WrongDirection(op));
-        }
-        let len = bhs.data_segment_len();
-        if len > self.limits.max_data_segment_len {
-            let max = self.limits.max_data_segment_len;
-            return Check::Skip(total, PduError::Oversize { len, max });
+        if let Some(e) = early {
+            return Check::Skip(total, e);
         }
         if live.len() < total {
             return Check::NeedMore;

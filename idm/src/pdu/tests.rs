@@ -1208,3 +1208,57 @@ fn garbage_never_panics() {
     eprintln!("parsed {parsed}, yielded {yielded}, errors {errors}");
     assert!(parsed > 1000 && yielded > 10 && errors > 100);
 }
+
+#[test]
+fn a_bad_bhs_is_refused_as_soon_as_its_48_bytes_are_in() {
+    // Reserved opcode, TotalAHSLength 255 words, no digests: refused at 48 bytes (not after
+    // 1020 bytes of "AHS"), skipped whole, non-fatal.
+    let mut junk = [0x5au8; 48];
+    junk[0] = 0x1d;
+    junk[4] = 0xff;
+    junk[5..8].copy_from_slice(&[0, 0, 0]);
+    let mut rx = PduReader::new(Role::Target, FrameLimits::LOGIN);
+    assert_eq!(rx.feed(&junk), 48);
+    let e = rx.next_pdu().unwrap_err();
+    assert_eq!(e, PduError::BadOpcode(0x1d));
+    assert!(!e.is_fatal());
+    assert_eq!(rx.rejected_header(), Some(&junk));
+    // The 1020 AHS bytes are discarded as they come; the next PDU parses.
+    let mut rest = vec![0u8; 1020];
+    rest.extend(frame(&nop_out(7), b"", Digests::NONE));
+    let mut fed = 0;
+    let mut got = None;
+    while fed < rest.len() {
+        fed += rx.feed(&rest[fed..]);
+        if let Some(p) = rx.next_pdu().unwrap() {
+            got = Some(p.pdu);
+        }
+    }
+    assert_eq!(got, Some(nop_out(7)));
+
+    // A target opcode sent to a target, with digests on: framing is lost at 48 bytes.
+    let limits = FrameLimits {
+        digests: Digests::BOTH,
+        max_data_segment_len: 8192,
+    };
+    let mut junk = [0u8; 48];
+    junk[0] = 0x21;
+    junk[4] = 0x40;
+    let mut rx = PduReader::new(Role::Target, limits);
+    rx.feed(&junk);
+    let e = rx.next_pdu().unwrap_err();
+    assert!(matches!(e, PduError::Unframed(_)) && e.is_fatal(), "{e:?}");
+
+    // DataSegmentLength over the limit: refused before any data arrives.
+    let mut big = frame(&nop_out(8), b"", Digests::NONE);
+    big[5..8].copy_from_slice(&[0x10, 0, 0]);
+    let mut rx = PduReader::new(Role::Target, FrameLimits::LOGIN);
+    rx.feed(&big[..48]);
+    assert!(matches!(
+        rx.next_pdu(),
+        Err(PduError::Oversize {
+            len: 0x10_0000,
+            max: 8192
+        })
+    ));
+}

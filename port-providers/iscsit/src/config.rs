@@ -77,6 +77,82 @@ pub enum TargetAuth {
     Chap,
 }
 
+/// Which digests a target requires (itadm `--digest`). CRC32C is the only digest; what is
+/// not required is accepted either way (the initiator's preference wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DigestPolicy {
+    /// Nothing required: HeaderDigest and DataDigest as the initiator prefers.
+    #[default]
+    None,
+    /// HeaderDigest=CRC32C required.
+    Header,
+    /// DataDigest=CRC32C required.
+    Data,
+    /// Both required.
+    Both,
+}
+
+impl DigestPolicy {
+    /// (header, data) required.
+    pub fn required(self) -> (bool, bool) {
+        match self {
+            DigestPolicy::None => (false, false),
+            DigestPolicy::Header => (true, false),
+            DigestPolicy::Data => (false, true),
+            DigestPolicy::Both => (true, true),
+        }
+    }
+
+    /// The policy's name, as configured.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DigestPolicy::None => "none",
+            DigestPolicy::Header => "header",
+            DigestPolicy::Data => "data",
+            DigestPolicy::Both => "both",
+        }
+    }
+}
+
+impl FromStr for DigestPolicy {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(DigestPolicy::None),
+            "header" => Ok(DigestPolicy::Header),
+            "data" => Ok(DigestPolicy::Data),
+            "both" => Ok(DigestPolicy::Both),
+            _ => Err(ConfigError::BadDigestPolicy(s.to_owned())),
+        }
+    }
+}
+
+/// Default idle time of a full-feature connection before a keepalive NOP-In (ms).
+pub const DEFAULT_NOP_INTERVAL_MS: u64 = 10_000;
+/// Default time a keepalive NOP-In may stay unanswered before the connection is dropped
+/// (ms).
+pub const DEFAULT_NOP_TIMEOUT_MS: u64 = 15_000;
+/// Longest keepalive interval or timeout (one day, in ms).
+pub const MAX_NOP_MS: u64 = 86_400_000;
+
+fn default_nop_interval() -> u64 {
+    DEFAULT_NOP_INTERVAL_MS
+}
+
+fn default_nop_timeout() -> u64 {
+    DEFAULT_NOP_TIMEOUT_MS
+}
+
+/// The default portal group's portals when nothing is configured: COMSTAR's
+/// `iscsit-default-tpg`, every IPv4 address on port 3260.
+pub fn default_portals() -> Vec<Portal> {
+    vec![Portal(SocketAddr::new(
+        IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        ISCSI_PORT,
+    ))]
+}
+
 /// A network portal: IPv4 `a.b.c.d:port` or IPv6 `[addr]:port`; the port defaults
 /// to 3260. Serialized in that text form.
 #[derive(
@@ -181,6 +257,15 @@ pub struct TargetConfig {
     /// Initiators allowed to see and log in to this target; empty = every initiator.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub acl: Vec<IscsiName>,
+    /// Digests required (absent: [`Defaults::digests`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digests: Option<DigestPolicy>,
+    /// Keepalive NOP-In interval in ms, 0 = no keepalive (absent: the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nop_interval_ms: Option<u64>,
+    /// Keepalive answer timeout in ms (absent: the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nop_timeout_ms: Option<u64>,
 }
 
 impl TargetConfig {
@@ -194,6 +279,9 @@ impl TargetConfig {
             chap: None,
             mutual_chap: None,
             acl: Vec::new(),
+            digests: None,
+            nop_interval_ms: None,
+            nop_timeout_ms: None,
         }
     }
 
@@ -227,7 +315,7 @@ pub struct InitiatorContext {
 }
 
 /// Global settings (itadm `modify-defaults`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
     /// Authentication for targets with [`TargetAuth::Default`] and for discovery sessions.
@@ -239,6 +327,42 @@ pub struct Defaults {
     /// iSNS registration (not implemented; must stay off).
     #[serde(default)]
     pub isns: bool,
+    /// Portals of the default portal group (tag 1), which serves every target bound to no
+    /// portal group. Listened on while such a target exists.
+    #[serde(default = "default_portals")]
+    pub portals: Vec<Portal>,
+    /// Digests required of targets that do not say.
+    #[serde(default)]
+    pub digests: DigestPolicy,
+    /// Idle time before a keepalive NOP-In, in ms (0 = no keepalive).
+    #[serde(default = "default_nop_interval")]
+    pub nop_interval_ms: u64,
+    /// Time a keepalive NOP-In may stay unanswered, in ms.
+    #[serde(default = "default_nop_timeout")]
+    pub nop_timeout_ms: u64,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            auth: AuthPolicy::default(),
+            alias: None,
+            isns: false,
+            portals: default_portals(),
+            digests: DigestPolicy::None,
+            nop_interval_ms: DEFAULT_NOP_INTERVAL_MS,
+            nop_timeout_ms: DEFAULT_NOP_TIMEOUT_MS,
+        }
+    }
+}
+
+/// Keepalive settings in force for a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepaliveSettings {
+    /// Idle time before a NOP-In (ms); 0 = none.
+    pub interval_ms: u64,
+    /// Time a NOP-In may stay unanswered (ms).
+    pub timeout_ms: u64,
 }
 
 /// The whole iscsit configuration.
@@ -330,10 +454,27 @@ pub enum ConfigError {
     /// iSNS is not implemented.
     #[error("iSNS is not supported yet; set \"isns\": false")]
     IsnsUnsupported,
+    /// A digest policy other than none, header, data, both.
+    #[error("invalid digest policy {0:?}: expected none, header, data or both")]
+    BadDigestPolicy(String),
+    /// A keepalive interval or timeout out of range.
+    #[error("keepalive of {owner}: the interval must be 0 (off) to 86400000 ms and the timeout 1 to 86400000 ms")]
+    BadKeepalive {
+        /// Whose setting.
+        owner: String,
+    },
+    /// The default portal group has no portals.
+    #[error("the default portal group needs at least one portal")]
+    NoDefaultPortals,
 }
 
 fn label_ok(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_LABEL_LEN && !s.chars().any(char::is_control)
+}
+
+fn keepalive_ok(interval: Option<u64>, timeout: Option<u64>) -> bool {
+    interval.is_none_or(|i| i <= MAX_NOP_MS)
+        && timeout.is_none_or(|t| (1..=MAX_NOP_MS).contains(&t))
 }
 
 fn alias_ok(s: &str) -> bool {
@@ -368,6 +509,17 @@ impl IscsitConfig {
                     owner: "the defaults".into(),
                 });
             }
+        }
+        if !keepalive_ok(
+            Some(self.defaults.nop_interval_ms),
+            Some(self.defaults.nop_timeout_ms),
+        ) {
+            return Err(ConfigError::BadKeepalive {
+                owner: "the defaults".into(),
+            });
+        }
+        if self.defaults.portals.is_empty() {
+            return Err(ConfigError::NoDefaultPortals);
         }
         let mut tags = HashSet::new();
         let mut tpg_names = HashSet::new();
@@ -434,6 +586,9 @@ impl IscsitConfig {
             }
         }
         let owner = || format!("target {}", t.name);
+        if !keepalive_ok(t.nop_interval_ms, t.nop_timeout_ms) {
+            return Err(ConfigError::BadKeepalive { owner: owner() });
+        }
         if t.chap.as_ref().is_some_and(|c| !label_ok(&c.user)) {
             return Err(ConfigError::BadChapUser { owner: owner() });
         }
@@ -475,6 +630,39 @@ impl IscsitConfig {
             Some(TargetAuth::None) => AuthPolicy::None,
             Some(TargetAuth::Chap) => AuthPolicy::Chap,
             Some(TargetAuth::Default) | None => self.defaults.auth,
+        }
+    }
+
+    /// The digests required for a login to `target` (`None`: a discovery session).
+    pub fn digests_of(&self, target: Option<&TargetConfig>) -> DigestPolicy {
+        target
+            .and_then(|t| t.digests)
+            .unwrap_or(self.defaults.digests)
+    }
+
+    /// The keepalive settings of connections to `target` (`None`: discovery).
+    pub fn keepalive_of(&self, target: Option<&TargetConfig>) -> KeepaliveSettings {
+        KeepaliveSettings {
+            interval_ms: target
+                .and_then(|t| t.nop_interval_ms)
+                .unwrap_or(self.defaults.nop_interval_ms),
+            timeout_ms: target
+                .and_then(|t| t.nop_timeout_ms)
+                .unwrap_or(self.defaults.nop_timeout_ms),
+        }
+    }
+
+    /// True when some target is served on the default portal group.
+    pub fn uses_default_tpg(&self) -> bool {
+        self.targets.iter().any(|t| t.tpg_tags.is_empty())
+    }
+
+    /// The portals of the portal group with `tag` (the defaults' for tag 1).
+    pub fn portals_of(&self, tag: u16) -> &[Portal] {
+        if tag == DEFAULT_TPG_TAG {
+            &self.defaults.portals
+        } else {
+            self.tpg(tag).map_or(&[], |g| g.portals.as_slice())
         }
     }
 

@@ -108,23 +108,22 @@ fn address_text(addr: SocketAddr, tag: u16) -> String {
 
 /// The `(address, tag)` pairs under which `target` is reachable, the portal the
 /// request arrived on first. Wildcard portals are advertised as `local_portal`'s
-/// address; a target on the default portal group is advertised at `local_portal`
-/// (nothing when it is unknown).
+/// address (skipped when it is unknown); a target on the default portal group is
+/// advertised at the default portals.
 pub fn target_addresses(
     config: &IscsitConfig,
     target: &TargetConfig,
     local_portal: Option<SocketAddr>,
 ) -> Vec<(SocketAddr, u16)> {
     let mut out: Vec<(SocketAddr, u16)> = Vec::new();
-    if target.tpg_tags.is_empty() {
-        if let Some(local) = local_portal {
-            out.push((local, DEFAULT_TPG_TAG));
-        }
-        return out;
-    }
-    for &tag in &target.tpg_tags {
-        let Some(tpg) = config.tpg(tag) else { continue };
-        for p in &tpg.portals {
+    let default = [DEFAULT_TPG_TAG];
+    let tags: &[u16] = if target.tpg_tags.is_empty() {
+        &default
+    } else {
+        &target.tpg_tags
+    };
+    for &tag in tags {
+        for p in config.portals_of(tag) {
             let addr = match (p.is_wildcard(), local_portal) {
                 (true, Some(local)) => SocketAddr::new(local.ip(), p.addr().port()),
                 (true, None) => continue,

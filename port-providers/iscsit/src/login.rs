@@ -824,6 +824,18 @@ impl OperationalStage {
                 return Ok((OperationalNext::Stay(self), out));
             }
         }
+        // A digest the target requires (its list has no None) may have been refused with
+        // Reject, which leaves the default (None): such a session is not allowed.
+        // (iSER has no digests.)
+        let got = self.ctx.params.digests();
+        let local = &self.ctx.local;
+        let rdma = self.ctx.params.rdma_extensions;
+        if !rdma && !got.header && !local.header_digests.contains(&Digest::None) {
+            return Err(LoginError::OfferRefused("HeaderDigest"));
+        }
+        if !rdma && !got.data && !local.data_digests.contains(&Digest::None) {
+            return Err(LoginError::OfferRefused("DataDigest"));
+        }
         self.ctx.params.finalize();
         out.transit = Some(Stage::FullFeaturePhase);
         Ok((OperationalNext::FullFeature(self.ctx), out))

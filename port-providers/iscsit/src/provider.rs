@@ -9,13 +9,13 @@
 //! records that port.
 
 use crate::config::{
-    AuthPolicy, ChapCredentials, InitiatorContext, IscsitConfig, MutualChap, Portal, Secret,
-    TargetAuth, TargetConfig, Tpg, DEFAULT_TPG_TAG, ISCSI_PORT,
+    AuthPolicy, ChapCredentials, DigestPolicy, InitiatorContext, IscsitConfig, MutualChap, Portal,
+    Secret, TargetAuth, TargetConfig, Tpg, DEFAULT_TPG_TAG, ISCSI_PORT,
 };
 use crate::names::IscsiName;
 use crate::runtime::Runtime;
 use plugins_sdk::{Provider, ProviderContext, ProviderKind};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -38,6 +38,25 @@ fn cleared(v: &Option<String>) -> Option<Option<String>> {
     })
 }
 
+/// A member that may be absent (keep), `null` (back to the default) or a value.
+fn tristate<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A target's digest policy: `none|header|data|both`, or `default` (the defaults').
+fn target_digests(s: &str) -> Result<Option<DigestPolicy>, String> {
+    if s.eq_ignore_ascii_case("default") {
+        return Ok(None);
+    }
+    s.parse::<DigestPolicy>()
+        .map(Some)
+        .map_err(|e| format!("{e} (or default)"))
+}
+
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
 enum Request {
@@ -54,6 +73,9 @@ enum Request {
         mutual_chap_user: Option<String>,
         mutual_chap_secret: Option<String>,
         acl: Option<Vec<String>>,
+        digests: Option<String>,
+        nop_interval_ms: Option<u64>,
+        nop_timeout_ms: Option<u64>,
     },
     ModifyTarget {
         name: String,
@@ -65,6 +87,11 @@ enum Request {
         mutual_chap_user: Option<String>,
         mutual_chap_secret: Option<String>,
         acl: Option<Vec<String>>,
+        digests: Option<String>,
+        #[serde(default, deserialize_with = "tristate")]
+        nop_interval_ms: Option<Option<u64>>,
+        #[serde(default, deserialize_with = "tristate")]
+        nop_timeout_ms: Option<Option<u64>>,
     },
     DeleteTarget {
         name: String,
@@ -107,6 +134,10 @@ enum Request {
     ModifyDefaults {
         auth: Option<AuthPolicy>,
         alias: Option<String>,
+        portals: Option<Vec<String>>,
+        digests: Option<DigestPolicy>,
+        nop_interval_ms: Option<u64>,
+        nop_timeout_ms: Option<u64>,
     },
     ListDefaults,
 }
@@ -170,6 +201,35 @@ impl IscsitProvider {
         Ok(out)
     }
 
+    /// Listens on the default portals while a target is served on the default portal
+    /// group; a portal with port 0 gets its port (recorded in `cfg`).
+    fn listen_default_portals(&self, cfg: &mut IscsitConfig) -> Result<(), String> {
+        if !cfg.uses_default_tpg() {
+            return Ok(());
+        }
+        for p in cfg.defaults.portals.iter_mut() {
+            let bound = self
+                .rt
+                .listen(p.addr())
+                .map_err(|e| format!("cannot listen on default portal {p}: {e}"))?;
+            *p = Portal(bound);
+        }
+        Ok(())
+    }
+
+    fn defaults_json(cfg: &IscsitConfig) -> Value {
+        let d = &cfg.defaults;
+        json!({
+            "auth": d.auth,
+            "alias": d.alias,
+            "isns": d.isns,
+            "portals": d.portals.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            "digests": d.digests,
+            "nop_interval_ms": d.nop_interval_ms,
+            "nop_timeout_ms": d.nop_timeout_ms,
+        })
+    }
+
     fn free_tag(cfg: &IscsitConfig) -> Result<u16, String> {
         (2..=u16::MAX)
             .find(|t| cfg.tpg(*t).is_none())
@@ -201,6 +261,9 @@ impl IscsitProvider {
     }
 
     fn portal_list(cfg: &IscsitConfig, t: &TargetConfig) -> Vec<String> {
+        if t.tpg_tags.is_empty() {
+            return cfg.defaults.portals.iter().map(|p| p.to_string()).collect();
+        }
         t.tpg_tags
             .iter()
             .filter_map(|tag| cfg.tpg(*tag))
@@ -228,6 +291,14 @@ impl IscsitProvider {
         });
         if verbose {
             v["auth"] = json!(t.auth);
+            v["effective_auth"] = json!(cfg.effective_auth(Some(t)));
+            let ka = cfg.keepalive_of(Some(t));
+            v["digests"] = json!(t.digests.map_or("default", DigestPolicy::as_str));
+            v["effective_digests"] = json!(cfg.digests_of(Some(t)));
+            v["nop_interval_ms"] = json!(t.nop_interval_ms);
+            v["nop_timeout_ms"] = json!(t.nop_timeout_ms);
+            v["effective_nop_interval_ms"] = json!(ka.interval_ms);
+            v["effective_nop_timeout_ms"] = json!(ka.timeout_ms);
             v["chap_user"] = json!(t.chap.as_ref().map(|c| c.user.clone()));
             v["chap_secret_set"] = json!(t.chap.is_some());
             v["mutual_chap_user"] = json!(t.mutual_chap.as_ref().and_then(|m| m.user.clone()));
@@ -258,17 +329,20 @@ impl IscsitProvider {
             if sec.is_empty() || sec.eq_ignore_ascii_case("none") {
                 t.chap = None;
             } else {
-                let user = chap_user
-                    .clone()
-                    .or_else(|| t.chap.as_ref().map(|c| c.user.clone()))
+                let user = cleared(&chap_user)
+                    .unwrap_or_else(|| t.chap.as_ref().map(|c| c.user.clone()))
                     .unwrap_or_else(|| t.name.to_string());
                 t.chap = Some(ChapCredentials {
                     user,
                     secret: secret(&sec)?,
                 });
             }
-        } else if let (Some(u), Some(c)) = (chap_user, t.chap.as_mut()) {
-            c.user = u;
+        } else if let Some(u) = chap_user {
+            let name = t.name.to_string();
+            let c = t.chap.as_mut().ok_or_else(|| {
+                format!("target {name} has no CHAP secret: give one with the CHAP user")
+            })?;
+            c.user = cleared(&Some(u)).flatten().unwrap_or(name);
         }
         if let Some(sec) = mutual_secret {
             if sec.is_empty() || sec.eq_ignore_ascii_case("none") {
@@ -298,6 +372,9 @@ impl IscsitProvider {
                 mutual_chap_user,
                 mutual_chap_secret,
                 acl,
+                digests,
+                nop_interval_ms,
+                nop_timeout_ms,
             } => {
                 let name = name_of(&name.unwrap_or_else(auto_name))?;
                 let mut cfg = self.cfg();
@@ -308,6 +385,13 @@ impl IscsitProvider {
                 t.alias = cleared(&alias).flatten();
                 t.auth = auth.unwrap_or_default();
                 t.tpg_tags = Self::tags_of(&cfg, &tpgs)?;
+                t.digests = digests
+                    .as_deref()
+                    .map(target_digests)
+                    .transpose()?
+                    .flatten();
+                t.nop_interval_ms = nop_interval_ms;
+                t.nop_timeout_ms = nop_timeout_ms;
                 if let Some(acl) = acl {
                     t.acl = acl.iter().map(|a| name_of(a)).collect::<Result<_, _>>()?;
                 }
@@ -329,9 +413,12 @@ impl IscsitProvider {
                     t.tpg_tags.push(tag);
                 }
                 cfg.targets.push(t.clone());
-                if let Err(e) = cfg.validate() {
+                let valid = self
+                    .listen_default_portals(&mut cfg)
+                    .and_then(|()| cfg.validate().map_err(|e| e.to_string()));
+                if let Err(e) = valid {
                     self.rt.sync_listeners();
-                    return Err(e.to_string());
+                    return Err(e);
                 }
                 let alias = cfg.alias_of(&t).unwrap_or("").to_owned();
                 if let Err(e) = self.rt.add_target(&t, &alias) {
@@ -355,9 +442,13 @@ impl IscsitProvider {
                 mutual_chap_user,
                 mutual_chap_secret,
                 acl,
+                digests,
+                nop_interval_ms,
+                nop_timeout_ms,
             } => {
                 let name = name_of(&name)?;
                 let mut cfg = self.cfg();
+                let digests = digests.as_deref().map(target_digests).transpose()?;
                 let tags = match &tpgs {
                     Some(t) => Some(Self::tags_of(&cfg, t)?),
                     None => None,
@@ -376,6 +467,15 @@ impl IscsitProvider {
                 if let Some(tags) = tags {
                     t.tpg_tags = tags;
                 }
+                if let Some(d) = digests {
+                    t.digests = d;
+                }
+                if let Some(i) = nop_interval_ms {
+                    t.nop_interval_ms = i;
+                }
+                if let Some(to) = nop_timeout_ms {
+                    t.nop_timeout_ms = to;
+                }
                 if let Some(acl) = acl {
                     t.acl = acl.iter().map(|a| name_of(a)).collect::<Result<_, _>>()?;
                 }
@@ -387,6 +487,10 @@ impl IscsitProvider {
                     mutual_chap_secret,
                 )?;
                 let t = t.clone();
+                if let Err(e) = self.listen_default_portals(&mut cfg) {
+                    self.rt.sync_listeners();
+                    return Err(e);
+                }
                 self.commit(cfg.clone())?;
                 Ok(self.target_json(&cfg, &t, true))
             }
@@ -483,6 +587,10 @@ impl IscsitProvider {
                     t.tpg_tags.retain(|x| *x != tag);
                 }
                 cfg.tpgs.retain(|g| g.tag != tag);
+                // A target left without a group falls back to the default portal group.
+                if let Err(e) = self.listen_default_portals(&mut cfg) {
+                    tracing::warn!("iscsit: {e}");
+                }
                 self.commit(cfg)?;
                 Ok(json!({"deleted": name}))
             }
@@ -571,7 +679,14 @@ impl IscsitProvider {
                 }
                 Ok(json!({ "initiators": list }))
             }
-            Request::ModifyDefaults { auth, alias } => {
+            Request::ModifyDefaults {
+                auth,
+                alias,
+                portals,
+                digests,
+                nop_interval_ms,
+                nop_timeout_ms,
+            } => {
                 let mut cfg = self.cfg();
                 if let Some(a) = auth {
                     cfg.defaults.auth = a;
@@ -579,14 +694,46 @@ impl IscsitProvider {
                 if let Some(a) = cleared(&alias) {
                     cfg.defaults.alias = a;
                 }
-                let d = cfg.defaults.clone();
+                if let Some(d) = digests {
+                    cfg.defaults.digests = d;
+                }
+                if let Some(i) = nop_interval_ms {
+                    cfg.defaults.nop_interval_ms = i;
+                }
+                if let Some(t) = nop_timeout_ms {
+                    cfg.defaults.nop_timeout_ms = t;
+                }
+                if let Some(ps) = portals {
+                    if ps.is_empty() {
+                        return Err("the default portal group needs at least one portal".into());
+                    }
+                    let mut out = Vec::with_capacity(ps.len());
+                    for p in &ps {
+                        let addr = portal_addr(p)?;
+                        // Port 0 is resolved now, so the configuration records a real port.
+                        let addr = if addr.port() == 0 {
+                            self.rt
+                                .listen(addr)
+                                .map_err(|e| format!("cannot listen on portal {addr}: {e}"))?
+                        } else {
+                            addr
+                        };
+                        out.push(Portal(addr));
+                    }
+                    cfg.defaults.portals = out;
+                }
+                let listened = self
+                    .listen_default_portals(&mut cfg)
+                    .and_then(|()| cfg.validate().map_err(|e| e.to_string()));
+                if let Err(e) = listened {
+                    self.rt.sync_listeners();
+                    return Err(e);
+                }
+                let reply = Self::defaults_json(&cfg);
                 self.commit(cfg)?;
-                Ok(json!({"auth": d.auth, "alias": d.alias, "isns": d.isns}))
+                Ok(reply)
             }
-            Request::ListDefaults => {
-                let d = self.cfg().defaults;
-                Ok(json!({"auth": d.auth, "alias": d.alias, "isns": d.isns}))
-            }
+            Request::ListDefaults => Ok(Self::defaults_json(&self.cfg())),
         }
     }
 }
@@ -609,8 +756,18 @@ impl Provider for IscsitProvider {
             rt,
             ops: Mutex::new(()),
         };
-        for g in &cfg.tpgs {
-            for portal in &g.portals {
+        let default_portals: &[Portal] = if cfg.uses_default_tpg() {
+            &cfg.defaults.portals
+        } else {
+            &[]
+        };
+        for g in cfg
+            .tpgs
+            .iter()
+            .map(|g| g.portals.as_slice())
+            .chain([default_portals])
+        {
+            for portal in g {
                 if let Err(e) = p.rt.listen(portal.addr()) {
                     tracing::error!(portal = %portal, "iscsit: cannot listen on a configured portal: {e}");
                 }

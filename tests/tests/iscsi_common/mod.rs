@@ -38,16 +38,20 @@ pub struct Setup {
 impl Setup {
     /// Starts it with default tunables.
     pub fn new() -> Setup {
-        Setup::with_env(None)
+        Setup::with_defaults("{}")
     }
 
-    /// Starts it; `env` is set while iscsit loads (it reads `RSTMF_ISCSIT_NOP` then).
-    pub fn with_env(env: Option<(&str, &str)>) -> Setup {
+    /// Starts it with iscsit's defaults set to `defaults` (the members of
+    /// `modify-defaults`, e.g. `{"digests":"header"}`) before the targets are made.
+    pub fn with_defaults(defaults: &str) -> Setup {
         let h = Harness::new(Settings::default());
         h.load("example-ram-lu");
         let path = h.copy_library("iscsit");
-        h.load_path(&path, "", env)
+        h.load_path(&path, "", None)
             .unwrap_or_else(|e| panic!("loading iscsit: {e}"));
+        let mut req: serde_json::Value = serde_json::from_str(defaults).expect("defaults JSON");
+        req["op"] = "modify-defaults".into();
+        control(&h, &req.to_string());
         let guid = h.create_ram_lu(LU_MB, 512);
         h.stmf()
             .add_view(guid, None, None, Some(0))

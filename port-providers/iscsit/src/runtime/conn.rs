@@ -612,7 +612,11 @@ impl ConnSt {
         if !matches!(c.phase, Phase::Ffp) || c.closed || c.close_after_flush {
             return;
         }
-        let ka = ctx.rt.keepalive();
+        let target = c.session.as_ref().and_then(|s| s.key.target.as_ref());
+        let Some(ka) = ctx.rt.keepalive(target) else {
+            c.ping = None;
+            return;
+        };
         match c.ping {
             Some((_, sent)) if ctx.now.duration_since(sent) > ka.timeout => {
                 tracing::info!(
@@ -687,11 +691,12 @@ impl ConnSt {
             self.c.login_cmd_sn = req.cmd_sn;
         }
         let login = login.get_or_insert_with(|| {
-            let mut local = rt.local_config();
+            let target = Runtime::login_target(data);
+            let mut local = rt.local_config(target.as_ref());
             self.c.tx.login_keys(&mut local);
             Box::new(TargetLogin::new(LoginSettings {
                 local,
-                portal_group: rt.portal_group_for(ctx.conn.local, data),
+                portal_group: rt.portal_group_for(ctx.conn.local, target.as_ref()),
                 max_text: DEFAULT_TEXT_CAP,
             }))
         });
@@ -1199,7 +1204,8 @@ impl Core {
                         session_target: s.key.target.as_ref(),
                         local_portal: Some(ctx.conn.local),
                     };
-                    answer_text(&dctx, &rt.local_config(), &mut self.params, &text)
+                    let local = rt.local_config(s.key.target.as_ref());
+                    answer_text(&dctx, &local, &mut self.params, &text)
                 };
                 match answer {
                     Ok(bytes) => responder.respond(req, bytes, sn),

@@ -38,10 +38,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Commands a session may have outstanding (MaxCmdSN − ExpCmdSN + 1).
 pub const WINDOW_DEPTH: u32 = 128;
-/// Idle time before a keepalive NOP-In.
-pub const NOP_INTERVAL: Duration = Duration::from_secs(10);
-/// Time a keepalive may stay unanswered.
-pub const NOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A listening portal.
 struct Listener {
@@ -60,18 +56,11 @@ pub struct Runtime {
     listeners: Mutex<Vec<Listener>>,
     loops: OnceLock<Loops>,
     next_id: AtomicU64,
-    keepalive: Keepalive,
-    /// (header, data) digests required (`RSTMF_ISCSIT_DIGEST=header|data|both`).
-    require_digests: (bool, bool),
 }
 
 impl Runtime {
     /// Starts the event loops (no portals yet).
     pub fn start(host: Host, config: IscsitConfig) -> io::Result<Arc<Runtime>> {
-        let keepalive = keepalive_from_env().unwrap_or(Keepalive {
-            interval: NOP_INTERVAL,
-            timeout: NOP_TIMEOUT,
-        });
         let rt = Arc::new(Runtime {
             host,
             config: RwLock::new(config),
@@ -81,13 +70,6 @@ impl Runtime {
             listeners: Mutex::new(Vec::new()),
             loops: OnceLock::new(),
             next_id: AtomicU64::new(1),
-            keepalive,
-            require_digests: match std::env::var("RSTMF_ISCSIT_DIGEST").as_deref() {
-                Ok("header") => (true, false),
-                Ok("data") => (false, true),
-                Ok("both") => (true, true),
-                _ => (false, false),
-            },
         });
         let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         let loops = Loops::start(n, Arc::downgrade(&rt))?;
@@ -118,8 +100,14 @@ impl Runtime {
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = cfg;
     }
 
-    /// The target's operational key policy.
-    pub fn local_config(&self) -> LocalConfig {
+    /// The operational key policy of a login to `target` (`None`: discovery): its digest
+    /// policy from the configuration.
+    pub fn local_config(&self, target: Option<&IscsiName>) -> LocalConfig {
+        let required = {
+            let cfg = self.config_read();
+            let t = target.and_then(|n| cfg.target(n));
+            cfg.digests_of(t).required()
+        };
         const CRC_ONLY: &[Digest] = &[Digest::Crc32c];
         let mut l = LocalConfig {
             max_connections: 8,
@@ -129,13 +117,23 @@ impl Runtime {
             max_outstanding_r2t: 4,
             ..default_local_config()
         };
-        if self.require_digests.0 {
+        if required.0 {
             l.header_digests = CRC_ONLY;
         }
-        if self.require_digests.1 {
+        if required.1 {
             l.data_digests = CRC_ONLY;
         }
         l
+    }
+
+    /// The TargetName of a login whose first request carries `data`.
+    pub fn login_target(data: &[u8]) -> Option<IscsiName> {
+        idm::text::parse(data).ok().and_then(|pairs| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == "TargetName")
+                .and_then(|(_, v)| IscsiName::parse_lenient(v).ok())
+        })
     }
 
     /// Commands a session may have outstanding.
@@ -143,30 +141,34 @@ impl Runtime {
         WINDOW_DEPTH
     }
 
-    /// Keepalive settings.
-    pub fn keepalive(&self) -> Keepalive {
-        self.keepalive
+    /// Keepalive settings of a connection to `target` (`None`: discovery); `None` when
+    /// keepalive is off.
+    pub fn keepalive(&self, target: Option<&IscsiName>) -> Option<Keepalive> {
+        let cfg = self.config_read();
+        let k = cfg.keepalive_of(target.and_then(|n| cfg.target(n)));
+        (k.interval_ms > 0).then(|| Keepalive {
+            interval: Duration::from_millis(k.interval_ms),
+            timeout: Duration::from_millis(k.timeout_ms),
+        })
     }
 
-    /// The portal group tag of a connection on `local` for the login whose first request
-    /// carries `data` (TargetName decides when the portal is in several groups).
-    pub fn portal_group_for(&self, local: SocketAddr, data: &[u8]) -> u16 {
+    /// The portal group tag of a connection on `local` for a login to `target` (`None`:
+    /// discovery): the group of the target's that has the portal, 0 when none has it.
+    pub fn portal_group_for(&self, local: SocketAddr, target: Option<&IscsiName>) -> u16 {
         let cfg = self.config_read();
-        let target = idm::text::parse(data).ok().and_then(|pairs| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == "TargetName")
-                .and_then(|(_, v)| IscsiName::parse_lenient(v).ok())
-        });
         let serves = |tag: u16| {
-            cfg.tpg(tag).is_some_and(|g| {
-                g.portals.iter().any(|p| {
-                    p.addr().port() == local.port() && (p.is_wildcard() || same_ip(p.addr(), local))
-                })
+            cfg.portals_of(tag).iter().any(|p| {
+                p.addr().port() == local.port() && (p.is_wildcard() || same_ip(p.addr(), local))
             })
         };
-        match target.as_ref().and_then(|n| cfg.target(n)) {
-            Some(t) if t.tpg_tags.is_empty() => DEFAULT_TPG_TAG,
+        match target.and_then(|n| cfg.target(n)) {
+            Some(t) if t.tpg_tags.is_empty() => {
+                if serves(DEFAULT_TPG_TAG) {
+                    DEFAULT_TPG_TAG
+                } else {
+                    0
+                }
+            }
             Some(t) => t
                 .tpg_tags
                 .iter()
@@ -267,14 +269,20 @@ impl Runtime {
         Ok(bound)
     }
 
-    /// Stops listening on portals the configuration no longer names.
+    /// Stops listening on portals the configuration no longer names (the default portals
+    /// count while a target is served on the default portal group).
     pub fn sync_listeners(&self) {
         let wanted: Vec<SocketAddr> = {
             let cfg = self.config_read();
-            cfg.tpgs
+            let mut w: Vec<SocketAddr> = cfg
+                .tpgs
                 .iter()
                 .flat_map(|g| g.portals.iter().map(|p| p.addr()))
-                .collect()
+                .collect();
+            if cfg.uses_default_tpg() {
+                w.extend(cfg.defaults.portals.iter().map(|p| p.addr()));
+            }
+            w
         };
         let mut ls = lock(&self.listeners);
         let Some(loops) = self.loops() else {
@@ -406,22 +414,4 @@ fn same_ip(a: SocketAddr, b: SocketAddr) -> bool {
         v4 => v4,
     };
     canon(a.ip()) == canon(b.ip())
-}
-
-/// `RSTMF_ISCSIT_NOP=<interval>:<timeout>` (seconds) overrides the keepalive settings
-/// (read when the provider is created, like `RSTMF_ISCSIT_DIGEST`).
-fn keepalive_from_env() -> Option<Keepalive> {
-    let v = std::env::var("RSTMF_ISCSIT_NOP").ok()?;
-    let (i, t) = v.split_once(':')?;
-    let secs = |s: &str| {
-        s.trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|x| *x > 0.0 && x.is_finite())
-            .map(Duration::from_secs_f64)
-    };
-    Some(Keepalive {
-        interval: secs(i)?,
-        timeout: secs(t)?,
-    })
 }
