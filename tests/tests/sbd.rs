@@ -170,7 +170,7 @@ fn inquiry_vpd_capacity_and_first_command_unit_attention() {
     );
     assert_eq!(
         &o.data[..16],
-        &[0, 0, 0, 0, 0, 0, 0x7F, 0xFF, 0, 0, 2, 0, 0, 0x0B, 0xC0, 0]
+        &[0, 0, 0, 0, 0, 0, 0x7F, 0xFF, 0, 0, 2, 0, 0, 0x00, 0xC0, 0]
     );
     // An unknown opcode: INVALID COMMAND OPERATION CODE.
     let o = s.h.cmd(&sess, 0, &[0xC7, 0, 0, 0, 0, 0], &[], 0);
@@ -788,8 +788,8 @@ fn sanitize_overwrite() {
         .assert_good();
     let back = read(&s, &sess, 0, 2048, 512);
     assert!(back.chunks(4).all(|c| c == [0xDE, 0xAD, 0xBE, 0xEF]));
-    // Block erase is not supported; pattern lengths are checked.
-    s.h.cmd(&sess, 0, &[0x48, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[], 0)
+    // Cryptographic erase is not supported; pattern lengths are checked.
+    s.h.cmd(&sess, 0, &[0x48, 0x03, 0, 0, 0, 0, 0, 0, 0, 0], &[], 0)
         .assert_check(5, 0x24, 0);
     let bad = [0x01, 0, 0, 9, 1, 2, 3, 4];
     s.h.cmd(&sess, 0, &[0x48, 0x01, 0, 0, 0, 0, 0, 0, 8, 0], &bad, 0)
@@ -1244,4 +1244,440 @@ fn aptpl_reservation_is_restored_in_a_new_core_for_the_same_initiator() {
     // A learns of it by a unit attention (REGISTRATIONS PREEMPTED) on its next command.
     s.h.cmd(&a, 0, &[0; 6], &[], 0)
         .assert_check(0x6, 0x2A, 0x05);
+}
+
+// ---- behaviours the libiscsi conformance suite checks (docs/conformance.md) -------------------
+
+/// INVALID FIELD IN CDB with its field pointer: `(byte, bit)`.
+fn cdb_field(o: &Outcome) -> (u16, Option<u8>) {
+    let s = o.assert_check(5, 0x24, 0);
+    match s.sks {
+        Some(plugins_sdk::scsi::SenseKeySpecific::Field(fp)) if fp.in_cdb => (fp.byte, fp.bit),
+        other => panic!("no CDB field pointer in {o:?} ({other:?})"),
+    }
+}
+
+fn vpd(s: &Setup, sess: &Session, page: u8) -> Vec<u8> {
+    let o = s.h.cmd(sess, 0, &[0x12, 1, page, 0, 255, 0], &[], 255);
+    o.assert_good();
+    o.data
+}
+
+#[test]
+fn block_limits_and_physical_block_of_a_file_lu() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = setup(file_lu(dir.path(), "bl.img", "64m"));
+    let sess = login(&s, INI1);
+    // No physical blocks on a file (LBPPBE 0, as Linux's fileio reports), LBPME + LBPRZ.
+    let o = s.h.cmd(&sess, 0, &rw16(0x9E, 0x10, 0, 32), &[], 32);
+    assert_eq!(&o.data[12..16], &[0, 0x00, 0xC0, 0]);
+    // MAXIMUM UNMAP LBA COUNT at most 2^20 blocks, and UNMAP holds to it.
+    let b0 = vpd(&s, &sess, 0xB0);
+    let max_unmap = u32::from_be_bytes(b0[20..24].try_into().expect("4 bytes"));
+    assert_eq!(max_unmap, 1 << 20);
+    let fs_block = u32::from_be_bytes(b0[28..32].try_into().expect("4 bytes"));
+    assert!(fs_block >= 1, "OPTIMAL UNMAP GRANULARITY {fs_block}");
+    let unmap = |count: u32| {
+        let mut p = vec![0, 22, 0, 16, 0, 0, 0, 0];
+        p.extend_from_slice(&0u64.to_be_bytes());
+        p.extend_from_slice(&count.to_be_bytes());
+        p.extend_from_slice(&[0; 4]);
+        s.h.cmd(&sess, 0, &[0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], &p, 0)
+    };
+    unmap(max_unmap + 1).assert_check(5, 0x26, 0);
+    unmap(1 << 17).assert_good();
+}
+
+#[test]
+fn compare_and_write_data_out_must_match_the_block_count() {
+    let s = setup(serde_json::json!({"op":"create-lu","backing":"ram","size":"4m"}));
+    let sess = login(&s, INI1);
+    write(&s, &sess, 0, &[0xA6; 2048], 512).assert_good();
+    let caw = |nlb: u8, data: &[u8]| {
+        let mut c = [0u8; 16];
+        c[0] = 0x89;
+        c[13] = nlb;
+        s.h.cmd(&sess, 0, &c, data, 0)
+    };
+    // 4 blocks of data-out for 1 or 3 blocks, and 256 blocks wrapped to 0 in the one-byte
+    // field: INVALID FIELD IN CDB at NUMBER OF LOGICAL BLOCKS, nothing written.
+    let mut four = vec![0xA6; 1024];
+    four.extend_from_slice(&[0x11; 1024]);
+    assert_eq!(cdb_field(&caw(1, &four)), (13, None));
+    assert_eq!(cdb_field(&caw(3, &four)), (13, None));
+    assert_eq!(cdb_field(&caw(0, &four)), (13, None));
+    assert!(read(&s, &sess, 0, 4, 512).iter().all(|&b| b == 0xA6));
+    // The matching size works; 0 blocks with no data is a no-op.
+    caw(2, &four).assert_good();
+    assert!(read(&s, &sess, 0, 2, 512).iter().all(|&b| b == 0x11));
+    caw(0, &[]).assert_good();
+}
+
+#[test]
+fn write_same_data_out_size_and_unmap_whatever_the_block() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ws.img");
+    let s = setup(file_lu(dir.path(), "ws.img", "16m"));
+    let sess = login(&s, INI1);
+    let ws10 = |flags: u8, lba: u32, blocks: u16| {
+        let mut c = rw10(0x41, lba, blocks);
+        c[1] = flags;
+        c
+    };
+    // A Data-Out buffer of half a block or two blocks: INVALID FIELD IN COMMAND IU.
+    for len in [256usize, 1024] {
+        s.h.cmd(&sess, 0, &ws10(0x08, 0, 1), &vec![0xA6; len], 0)
+            .assert_check(5, 0x0E, 0x03);
+    }
+    // WRITE SAME with UNMAP deallocates even when the block is not zeros (the blocks then
+    // read back as zeros: LBPRZ), here up to the end of the LU (NUMBER OF BLOCKS 0).
+    let data = vec![0xFF; 1 << 20];
+    write(&s, &sess, 30720, &data, 512).assert_good();
+    s.h.cmd(&sess, 0, &[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 0)
+        .assert_good();
+    let before = allocated(&path);
+    s.h.cmd(&sess, 0, &ws10(0x08, 30720, 0), &[0xFF; 512], 0)
+        .assert_good();
+    assert!(read(&s, &sess, 30720, 2048, 512).iter().all(|&b| b == 0));
+    assert!(
+        allocated(&path) + (1 << 20) <= before + 4096,
+        "WRITE SAME with UNMAP frees space: {before} -> {}",
+        allocated(&path)
+    );
+    // A write-protected LU answers DATA PROTECT before looking at the Data-Out size.
+    let wp = setup(
+        serde_json::json!({"op":"create-lu","backing":"ram","size":"4m","props":{"wp":"true"}}),
+    );
+    let sess = login(&wp, INI1);
+    wp.h.cmd(&sess, 0, &ws10(0x08, 0, 1), &[], 0)
+        .assert_check(7, 0x27, 0);
+}
+
+/// The EXTENDED COPY (LID1) CDB for a parameter list of `len` bytes.
+fn xcopy_cdb(len: usize) -> [u8; 16] {
+    let l = (len as u32).to_be_bytes();
+    [
+        0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0, l[0], l[1], l[2], l[3], 0, 0,
+    ]
+}
+
+/// An E4h (identification) CSCD descriptor naming `g`.
+fn e4(g: &Guid) -> Vec<u8> {
+    let mut d = vec![0xE4, 0, 0, 0, 0x01, 0x03, 0, 16];
+    d.extend_from_slice(&g.0);
+    d.resize(28, 0);
+    d.extend_from_slice(&[0, 0, 2, 0]);
+    d
+}
+
+/// A block→block segment descriptor.
+fn b2b(src: u16, dst: u16, blocks: u16, src_lba: u64, dst_lba: u64) -> Vec<u8> {
+    let mut d = vec![0x02, 0, 0, 0x18];
+    d.extend_from_slice(&src.to_be_bytes());
+    d.extend_from_slice(&dst.to_be_bytes());
+    d.extend_from_slice(&[0, 0]);
+    d.extend_from_slice(&blocks.to_be_bytes());
+    d.extend_from_slice(&src_lba.to_be_bytes());
+    d.extend_from_slice(&dst_lba.to_be_bytes());
+    d
+}
+
+/// An EXTENDED COPY parameter list: header, CSCD descriptors, segment descriptors.
+fn xcopy_list(id: u8, cscds: &[Vec<u8>], segs: &[Vec<u8>]) -> Vec<u8> {
+    let cl: usize = cscds.iter().map(Vec::len).sum();
+    let sl: usize = segs.iter().map(Vec::len).sum();
+    let mut p = vec![id, 0];
+    p.extend_from_slice(&(cl as u16).to_be_bytes());
+    p.extend_from_slice(&[0; 4]);
+    p.extend_from_slice(&(sl as u32).to_be_bytes());
+    p.extend_from_slice(&[0; 4]);
+    cscds.iter().for_each(|d| p.extend_from_slice(d));
+    segs.iter().for_each(|d| p.extend_from_slice(d));
+    p
+}
+
+#[test]
+fn extended_copy_limits_segment_errors_and_per_nexus_results() {
+    let s = setup(serde_json::json!({"op":"create-lu","backing":"ram","size":"4m"}));
+    let a = login(&s, INI1);
+    let b = login(&s, INI2);
+    write(&s, &a, 0, &pattern(4096, 1), 512).assert_good();
+    let xcopy = |sess: &Session, p: &[u8]| s.h.cmd(sess, 0, &xcopy_cdb(p.len()), p, 0);
+    let me = e4(&s.guid);
+    // Limits from RECEIVE COPY OPERATING PARAMETERS: 8 CSCDs, 64 segments, 2048 bytes.
+    let nine = vec![me.clone(); 9];
+    let one_seg = vec![b2b(0, 0, 1, 0, 100)];
+    xcopy(&a, &xcopy_list(1, &nine, &one_seg)).assert_check(5, 0x26, 0x06);
+    let many = vec![b2b(0, 0, 1, 0, 100); 65];
+    xcopy(&a, &xcopy_list(1, std::slice::from_ref(&me), &many)).assert_check(5, 0x26, 0x08);
+    // Both too many: longer than MAXIMUM DESCRIPTOR LIST LENGTH, a PARAMETER LIST LENGTH
+    // ERROR first.
+    xcopy(&a, &xcopy_list(1, &nine, &many)).assert_check(5, 0x1A, 0);
+    // A segment naming a CSCD that is not in the list: COPY ABORTED, UNREACHABLE COPY
+    // TARGET, with the segment number and a pointer to the DESTINATION index.
+    let bad = xcopy(
+        &a,
+        &xcopy_list(1, std::slice::from_ref(&me), &[b2b(0, 1, 1, 0, 100)]),
+    );
+    let sense = bad.assert_check(0x0A, 0x08, 0x04);
+    // (Segment 0: fixed-format COMMAND-SPECIFIC INFORMATION 0, which reads as absent.)
+    assert_eq!(sense.command_specific.unwrap_or(0), 0);
+    assert!(matches!(
+        sense.sks,
+        Some(plugins_sdk::scsi::SenseKeySpecific::Segment {
+            in_segment_descriptor: true,
+            byte: 6,
+            ..
+        })
+    ));
+    // A second segment running past the end of the LU: COPY ABORTED at segment 1, and the
+    // first segment was not copied either (every segment is checked first).
+    let past = xcopy(
+        &a,
+        &xcopy_list(
+            1,
+            std::slice::from_ref(&me),
+            &[b2b(0, 0, 8, 0, 100), b2b(0, 0, 8, 0, 8190)],
+        ),
+    );
+    let sense = past.assert_check(0x0A, 0, 0);
+    assert_eq!(sense.command_specific, Some(1));
+    assert!(read(&s, &a, 100, 8, 512).iter().all(|&x| x == 0));
+    // RECEIVE COPY STATUS is per I_T nexus: list 5 of nexus A is not B's.
+    xcopy(
+        &a,
+        &xcopy_list(5, std::slice::from_ref(&me), &[b2b(0, 0, 8, 0, 100)]),
+    )
+    .assert_good();
+    assert_eq!(read(&s, &a, 100, 8, 512), pattern(4096, 1));
+    let rcs = [0x84, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 0, 0];
+    let o = s.h.cmd(&a, 0, &rcs, &[], 12);
+    assert_eq!(o.data, [0, 0, 0, 8, 0, 0, 1, 0, 0, 0, 0x10, 0]);
+    assert_eq!(cdb_field(&s.h.cmd(&b, 0, &rcs, &[], 12)), (2, None));
+    // A nexus that goes away takes its results along.
+    a.close();
+    let a2 = login(&s, INI1);
+    assert_eq!(cdb_field(&s.h.cmd(&a2, 0, &rcs, &[], 12)), (2, None));
+}
+
+#[test]
+fn read_defect_data_reports_empty_lists() {
+    let s = setup(serde_json::json!({"op":"create-lu","backing":"ram","size":"4m"}));
+    let sess = login(&s, INI1);
+    let o =
+        s.h.cmd(&sess, 0, &[0x37, 0, 0x18, 0, 0, 0, 0, 0, 32, 0], &[], 32);
+    o.assert_good();
+    assert_eq!(o.data, [0, 0x18, 0, 0]);
+    let o = s.h.cmd(
+        &sess,
+        0,
+        &[0xB7, 0x05, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0],
+        &[],
+        32,
+    );
+    assert_eq!(o.data, [0, 0x05, 0, 0, 0, 0, 0, 0]);
+    // A reserved list format.
+    assert_eq!(
+        cdb_field(&s.h.cmd(&sess, 0, &[0x37, 0, 0x01, 0, 0, 0, 0, 0, 32, 0], &[], 32)),
+        (2, Some(2))
+    );
+}
+
+/// SANITIZE `sa` with `flags` in byte 1 and a parameter list.
+fn sanitize(s: &Setup, sess: &Session, flags: u8, p: &[u8]) -> Outcome {
+    let l = (p.len() as u16).to_be_bytes();
+    s.h.cmd(sess, 0, &[0x48, flags, 0, 0, 0, 0, 0, l[0], l[1], 0], p, 0)
+}
+
+#[test]
+fn sanitize_cdb_checks_block_erase_and_exit_failure_mode() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("san.img");
+    let s = setup(file_lu(dir.path(), "san.img", "16m"));
+    let sess = login(&s, INI1);
+    let one = [0x01, 0, 0, 1, 0x5A];
+    // PARAMETER LIST LENGTH outside 5..=block size + 4 for OVERWRITE, or not 0 for the
+    // others: INVALID FIELD IN CDB at byte 7.
+    for len in [0usize, 4, 517] {
+        let mut p = vec![0x01, 0, 0, 1];
+        p.resize(len, 0x5A);
+        assert_eq!(
+            cdb_field(&sanitize(&s, &sess, 0x01, &p)),
+            (7, None),
+            "{len}"
+        );
+    }
+    assert_eq!(cdb_field(&sanitize(&s, &sess, 0x02, &[0; 8])), (7, None));
+    assert_eq!(cdb_field(&sanitize(&s, &sess, 0x1F, &[0; 8])), (7, None));
+    // Reserved bit 6 of byte 1 and bytes 2..=6.
+    let o =
+        s.h.cmd(&sess, 0, &[0x48, 0x41, 0, 0, 0, 0, 0, 0, 5, 0], &one, 0);
+    assert_eq!(cdb_field(&o), (1, Some(6)));
+    for byte in 2..=6 {
+        let mut c = [0x48, 0x01, 0, 0, 0, 0, 0, 0, 5, 0];
+        c[byte] = 1;
+        assert_eq!(
+            cdb_field(&s.h.cmd(&sess, 0, &c, &one, 0)),
+            (byte as u16, None)
+        );
+    }
+    // EXIT FAILURE MODE with no failed sanitize has nothing to do.
+    sanitize(&s, &sess, 0x1F, &[]).assert_good();
+    // BLOCK ERASE on a thin file LU: listed by RSOC, WABEREQ = 01b, every block
+    // deallocated (reads zero, space freed, GET LBA STATUS: one deallocated extent).
+    let rsoc = |sa: u8| {
+        let o = s.h.cmd(
+            &sess,
+            0,
+            &[0xA3, 0x0C, 0x02, 0x48, 0, sa, 0, 0, 0, 64, 0, 0],
+            &[],
+            64,
+        );
+        o.assert_good();
+        o.data[1] & 0x07
+    };
+    assert_eq!(rsoc(0x02), 3);
+    assert_eq!(rsoc(0x1F), 3);
+    assert_eq!(rsoc(0x03), 1, "no cryptographic erase");
+    assert_eq!(vpd(&s, &sess, 0xB1)[7] & 0xC0, 0x40);
+    write(&s, &sess, 0, &[0x77; 1 << 20], 512).assert_good();
+    write(&s, &sess, 30720, &[0x77; 1 << 20], 512).assert_good();
+    s.h.cmd(&sess, 0, &[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 0)
+        .assert_good();
+    assert!(allocated(&path) >= 2 << 20);
+    sanitize(&s, &sess, 0x02, &[]).assert_good();
+    assert!(allocated(&path) < 1 << 20, "{}", allocated(&path));
+    assert!(read(&s, &sess, 0, 2048, 512).iter().all(|&b| b == 0));
+    let glbas = [0x9E, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0, 0];
+    let o = s.h.cmd(&sess, 0, &glbas, &[], 255);
+    assert_eq!(&o.data[..4], &[0, 0, 0, 20]);
+    assert_eq!(&o.data[8..21], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 1]);
+    // A thick LU has no BLOCK ERASE (deallocation would not erase) and no UNMAP.
+    let thick = setup(
+        serde_json::json!({"op":"create-lu","backing":"file","path":dir.path().join("thick.img"),"size":"4m","props":{"thin":"false"}}),
+    );
+    let t = login(&thick, INI1);
+    assert_eq!(
+        cdb_field(
+            &thick
+                .h
+                .cmd(&t, 0, &[0x48, 0x02, 0, 0, 0, 0, 0, 0, 0, 0], &[], 0)
+        ),
+        (1, Some(4))
+    );
+    let o = thick.h.cmd(
+        &t,
+        0,
+        &[0xA3, 0x0C, 0x02, 0x48, 0, 2, 0, 0, 0, 64, 0, 0],
+        &[],
+        64,
+    );
+    assert_eq!(o.data[1] & 0x07, 1);
+    let o = thick.h.cmd(
+        &t,
+        0,
+        &[0xA3, 0x0C, 0x01, 0x42, 0, 0, 0, 0, 0, 64, 0, 0],
+        &[],
+        64,
+    );
+    assert_eq!(o.data[1] & 0x07, 1);
+}
+
+#[test]
+fn sanitize_in_progress_survives_aborts_and_resets() {
+    // 8 MiB at 4 MiB/s: the overwrite lasts about two seconds.
+    let s = setup(
+        serde_json::json!({"op":"create-lu","backing":"ram","size":"8m","props":{"sanitize-rate":"4m"}}),
+    );
+    let a = login(&s, INI1);
+    let b = login(&s, INI2);
+    let started = std::time::Instant::now();
+    // INVERT with two passes: the last pass writes the pattern itself.
+    let p = [0x82, 0, 0, 2, 0x0F, 0xF0];
+    let l = (p.len() as u16).to_be_bytes();
+    let pending =
+        s.h.submit(&a, 0, &[0x48, 0x01, 0, 0, 0, 0, 0, l[0], l[1], 0], &p, 0);
+    assert!(rstmf_tests::wait_until(Duration::from_secs(5), || {
+        s.h.cmd(&b, 0, &[0; 6], &[], 0).sense_code() == Some((2, 0x04, 0x1B))
+    }));
+    // NOT READY, SANITIZE IN PROGRESS (with progress) for everything but INQUIRY and
+    // REQUEST SENSE; a second SANITIZE is refused the same way.
+    let o = s.h.cmd(&b, 0, &rw16(0x88, 0, 0, 1), &[], 512);
+    let sense = o.assert_check(2, 0x04, 0x1B);
+    assert!(matches!(
+        sense.sks,
+        Some(plugins_sdk::scsi::SenseKeySpecific::Progress(_))
+    ));
+    s.h.cmd(&b, 0, &[0x1B, 1, 0, 0, 0, 0], &[], 0)
+        .assert_check(2, 0x04, 0x1B);
+    sanitize(&s, &b, 0x01, &p).assert_check(2, 0x04, 0x1B);
+    s.h.cmd(&b, 0, &[0x12, 0, 0, 0, 96, 0], &[], 96)
+        .assert_good();
+    let o = s.h.cmd(&b, 0, &[0x03, 0, 0, 0, 18, 0], &[], 18);
+    o.assert_good();
+    assert_eq!((o.data[2], o.data[12], o.data[13]), (2, 0x04, 0x1B));
+    // ABORT TASK ends the SANITIZE command, not the operation.
+    let r = s.h.tm(&a, 0, TmFunction::ABORT_TASK, pending.tag());
+    assert_eq!(r, plugins_sdk::TmResponse::COMPLETE);
+    assert!(pending.wait_freed(Duration::from_secs(5)));
+    s.h.cmd(&b, 0, &[0; 6], &[], 0).assert_check(2, 0x04, 0x1B);
+    // Nor does a LUN reset (its unit attention first), nor the initiator going away.
+    s.h.tm(&b, 0, TmFunction::LUN_RESET, 0);
+    s.h.cmd(&b, 0, &[0; 6], &[], 0).assert_check(6, 0x29, 0x03);
+    s.h.cmd(&b, 0, &[0; 6], &[], 0).assert_check(2, 0x04, 0x1B);
+    a.close();
+    assert!(rstmf_tests::wait_until(Duration::from_secs(20), || {
+        s.h.cmd(&b, 0, &[0; 6], &[], 0).is_good()
+    }));
+    assert!(
+        started.elapsed() >= Duration::from_millis(3500),
+        "two passes over 8 MiB at 4 MiB/s took {:?}",
+        started.elapsed()
+    );
+    assert!(read(&s, &b, 0, 16384, 512)
+        .chunks(2)
+        .all(|c| c == [0x0F, 0xF0]));
+    assert!(s.h.violations().is_empty(), "{:?}", s.h.violations());
+    // Without IMMED the command returns when the operation is done, with IMMED at once.
+    let t = std::time::Instant::now();
+    sanitize(&s, &b, 0x01, &[0x01, 0, 0, 1, 0x33]).assert_good();
+    assert!(
+        t.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(read(&s, &b, 16383, 1, 512).iter().all(|&x| x == 0x33));
+    let t = std::time::Instant::now();
+    sanitize(&s, &b, 0x81, &[0x01, 0, 0, 1, 0x44]).assert_good();
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    s.h.cmd(&b, 0, &[0; 6], &[], 0).assert_check(2, 0x04, 0x1B);
+    assert!(rstmf_tests::wait_until(Duration::from_secs(20), || {
+        s.h.cmd(&b, 0, &[0; 6], &[], 0).is_good()
+    }));
+    assert!(read(&s, &b, 0, 1, 512).iter().all(|&x| x == 0x44));
+}
+
+#[test]
+fn deleting_an_lu_stops_its_sanitize() {
+    // 64 MiB at 1 MiB/s would take a minute.
+    let s = setup(
+        serde_json::json!({"op":"create-lu","backing":"ram","size":"64m","props":{"sanitize-rate":"1m"}}),
+    );
+    let sess = login(&s, INI1);
+    sanitize(&s, &sess, 0x81, &[0x01, 0, 0, 1, 0x55]).assert_good();
+    s.h.cmd(&sess, 0, &[0; 6], &[], 0)
+        .assert_check(2, 0x04, 0x1B);
+    let t = std::time::Instant::now();
+    ctl(
+        &s.h,
+        serde_json::json!({"op":"delete-lu","guid":s.guid.to_string()}),
+    );
+    drop(sess);
+    // Tearing the core down joins sbd's workers: the sanitize has stopped.
+    drop(s);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
 }

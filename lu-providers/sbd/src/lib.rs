@@ -25,8 +25,9 @@
 //! | `{"op":"list-lu"}` | `{"lus":[{…}]}` |
 //!
 //! Properties (stmfadm's names): `alias`, `blk` (512 or 4096), `guid`, `meta`, `mgmt-url`,
-//! `pid`, `serial`, `vid`, `wcd` (write-back cache disabled), `wp` (write protect), `thin`.
-//! `blk`, `guid`, `meta`, `pid`, `serial`, `vid` and `thin` are create-only.
+//! `pid`, `serial`, `vid`, `wcd` (write-back cache disabled), `wp` (write protect), `thin`,
+//! `sanitize-rate` (bytes per second a SANITIZE OVERWRITE may write; 0, the default, is no
+//! limit). `blk`, `guid`, `meta`, `pid`, `serial`, `vid` and `thin` are create-only.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -121,6 +122,9 @@ struct Props {
     wcd: Option<Value>,
     wp: Option<Value>,
     thin: Option<Value>,
+    /// SANITIZE OVERWRITE rate limit, bytes per second (`0`: none).
+    #[serde(rename = "sanitize-rate", alias = "sanitize_rate")]
+    sanitize_rate: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -287,6 +291,7 @@ pub(crate) fn lu_info(lu: &SbdLu) -> Value {
         "pid": m.pid,
         "serial": m.serial,
         "mgmt_url": m.mgmt_url,
+        "sanitize_rate": m.sanitize_rate,
         "allocated": lu.store.allocated().ok(),
         "pr": lu.pr_summary(),
     })
@@ -484,6 +489,12 @@ impl SbdProvider {
             write_cache: !wcd,
             write_protect: wp,
             thin,
+            sanitize_rate: p
+                .sanitize_rate
+                .as_ref()
+                .map(parse_size)
+                .transpose()?
+                .unwrap_or(0),
             mode: SavedMode {
                 dexcpt: true,
                 ..SavedMode::default()
@@ -611,6 +622,8 @@ impl SbdProvider {
             return Err(SbdError::Core { guid: hex, status });
         }
         self.registry.remove(&g);
+        // A sanitize still running on it stops (its LU, and any status, are gone).
+        reg.lu.sanitize_cancel();
         tracing::info!(guid = %hex, "sbd LU deleted (data kept)");
         Ok(hex)
     }
@@ -643,8 +656,13 @@ impl SbdProvider {
         let wcd = p.wcd.as_ref().map(|v| parse_flag("wcd", v)).transpose()?;
         let wp = p.wp.as_ref().map(|v| parse_flag("wp", v)).transpose()?;
         let size = size.as_ref().map(parse_size).transpose()?;
+        let rate = p.sanitize_rate.as_ref().map(parse_size).transpose()?;
         lu.set_props(p.alias, p.mgmt_url, wcd, wp)
             .map_err(SbdError::Invalid)?;
+        if let Some(r) = rate {
+            lu.update_meta(|m| m.sanitize_rate = r)
+                .map_err(|e| SbdError::Invalid(e.to_string()))?;
+        }
         if let Some(s) = size {
             lu.grow(s).map_err(SbdError::Invalid)?;
         }
@@ -783,6 +801,7 @@ impl Provider for SbdProvider {
         for (g, reg) in lus {
             let _ = self.host.deregister_lu(reg.handle.0);
             self.registry.remove(&g);
+            reg.lu.sanitize_cancel();
         }
         // Join the workers before the library can be unloaded.
         self.pool.shutdown();

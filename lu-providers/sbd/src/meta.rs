@@ -63,6 +63,10 @@ pub struct LuMeta {
     pub write_protect: bool,
     /// Thin provisioned: unmapping frees space (LBPME).
     pub thin: bool,
+    /// Most bytes per second a SANITIZE OVERWRITE writes (0: as fast as the store goes),
+    /// so that sanitizing one LU does not starve the others sharing its storage.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sanitize_rate: u64,
     /// Saved values of the other changeable mode parameters.
     #[serde(default)]
     pub mode: SavedMode,
@@ -122,6 +126,10 @@ pub fn default_meta_path(data: &Path) -> PathBuf {
     let mut s = data.as_os_str().to_owned();
     s.push(".meta");
     PathBuf::from(s)
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl LuMeta {
@@ -226,6 +234,7 @@ mod tests {
             write_cache: true,
             write_protect: false,
             thin: true,
+            sanitize_rate: 0,
             mode: SavedMode::default(),
             pr: None,
         }

@@ -5,7 +5,7 @@
 
 use super::ctx::{Fin, Op, TaskCtx};
 use super::data::{read_error, write_error};
-use super::{lock, ua, Job, SbdLu, CHUNK, MAX_UNMAP_BYTES, MAX_UNMAP_DESCRIPTORS};
+use super::{lock, max_unmap_blocks, ua, Job, SbdLu, CHUNK, MAX_UNMAP_DESCRIPTORS};
 use crate::pr::PrOutCdb;
 use crate::scsi::mode;
 use plugins_sdk::scsi::{Asc, Sense};
@@ -47,8 +47,8 @@ pub(crate) enum Exec {
     StartStop { start: bool, flush: bool },
     /// EXTENDED COPY (LID1).
     Xcopy,
-    /// SANITIZE (OVERWRITE).
-    Sanitize { immed: bool },
+    /// SANITIZE (OVERWRITE with its parameter list in scratch, or BLOCK ERASE).
+    Sanitize { sa: u8, immed: bool, ause: bool },
 }
 
 fn param_len_error() -> Fin {
@@ -87,7 +87,7 @@ enum Done {
     Status(Fin),
     /// A reply is in scratch: send it.
     DataIn,
-    /// Status was sent already (IMMED).
+    /// Status was sent already (IMMED), or will be by whoever finishes the work.
     Detached,
 }
 
@@ -169,12 +169,17 @@ impl SbdLu {
                 }
                 Done::Status(r.err().unwrap_or(Fin::Good))
             }
-            Exec::Xcopy => Done::Status(self.xcopy(ctx).err().unwrap_or(Fin::Good)),
-            Exec::Sanitize { immed } => match self.sanitize(ctx, immed) {
-                Ok(true) => Done::Detached,
-                Ok(false) => Done::Status(Fin::Good),
-                Err(f) => Done::Status(f),
-            },
+            Exec::Xcopy => Done::Status(
+                self.xcopy(ctx, task.session().0 as usize)
+                    .err()
+                    .unwrap_or(Fin::Good),
+            ),
+            Exec::Sanitize { sa, immed, ause } => {
+                match self.sanitize_start(task, ctx, sa, immed, ause) {
+                    Ok(()) => Done::Detached,
+                    Err(f) => Done::Status(f),
+                }
+            }
         };
         match done {
             Done::Status(f) => ctx.complete(f),
@@ -239,7 +244,7 @@ impl SbdLu {
             return Err(param_field(2, None));
         }
         let blocks = self.blocks();
-        let max = MAX_UNMAP_BYTES >> self.shift;
+        let max = max_unmap_blocks(u64::from(self.block_size));
         for i in 0..n {
             let d = 8 + 16 * i;
             let (lba, count) = (be64(&s, d), be32(&s, d + 8));
@@ -352,16 +357,15 @@ impl SbdLu {
         ndob: bool,
     ) -> Result<(), Fin> {
         let bs = self.block_size as usize;
-        let zero = ndob
-            || ctx
-                .scratch()
-                .get(..bs)
-                .is_some_and(|p| p.iter().all(|&b| b == 0));
         if !ndob && ctx.scratch().len() < bs {
             return Err(param_len_error());
         }
         let (at, len) = (lba << self.shift, blocks << self.shift);
-        if unmap && zero && self.store.caps().discard_zeroes {
+        // UNMAP asks for deallocation whatever the block holds (SBC-3 4.7.3.4, as Linux's
+        // target and tgt do): on a store whose deallocated blocks read as zeros (LBPRZ) the
+        // blocks are deallocated and read back zero. Elsewhere (a device whose discards
+        // leave garbage, LBPRZ = 0) the data is written, which SBC also allows.
+        if unmap && self.store.caps().discard_zeroes {
             let _g = self.ranges.write(at..at + len);
             self.store.discard(at, len).map_err(|e| write_error(&e))?;
             if durable {
@@ -462,70 +466,5 @@ impl SbdLu {
         ctx.total
             .store(reply.min(task.expected_xfer_len()), Ordering::Release);
         Ok(())
-    }
-
-    /// SANITIZE OVERWRITE. `Ok(true)` when status went out already (IMMED).
-    fn sanitize(self: &Arc<Self>, ctx: &TaskCtx, immed: bool) -> Result<bool, Fin> {
-        let s = ctx.scratch();
-        if s.len() < 4 {
-            return Err(param_len_error());
-        }
-        let invert = s[0] & 0x80 != 0;
-        let passes = s[0] & 0x1F;
-        if passes == 0 {
-            return Err(param_field(0, Some(4)));
-        }
-        let plen = be16(&s, 2);
-        if plen == 0 || plen > self.block_size as usize {
-            return Err(param_field(2, None));
-        }
-        if plen + 4 != s.len() {
-            return Err(param_len_error());
-        }
-        let pattern = s[4..4 + plen].to_vec();
-        drop(s);
-        if self.sanitizing.swap(true, Ordering::AcqRel) {
-            return Err(Fin::Check(Sense::not_ready(
-                Asc::LU_NOT_READY_SANITIZE_IN_PROGRESS,
-            )));
-        }
-        if immed {
-            ctx.complete(Fin::Good);
-            self.pool.submit(Job::Sanitize {
-                lu: Arc::clone(self),
-                pattern,
-                passes,
-                invert,
-            });
-            return Ok(true);
-        }
-        self.sanitize_run(&pattern, passes, invert);
-        Ok(false)
-    }
-
-    /// Overwrites the whole LU `passes` times with `pattern` (inverted on odd passes when
-    /// `invert`), then clears the sanitizing state.
-    pub(crate) fn sanitize_run(&self, pattern: &[u8], passes: u8, invert: bool) {
-        let mut buf = vec![0u8; CHUNK as usize];
-        let end = self.blocks() << self.shift;
-        'passes: for pass in 0..passes {
-            let flip = if invert && pass % 2 == 1 { 0xFF } else { 0 };
-            for (i, b) in buf.iter_mut().enumerate() {
-                *b = pattern.get(i % pattern.len().max(1)).copied().unwrap_or(0) ^ flip;
-            }
-            let mut at = 0;
-            while at < end {
-                let n = (end - at).min(buf.len() as u64) as usize;
-                if let Err(e) = self.store.write_at(&buf[..n], at, false) {
-                    tracing::error!("sbd: SANITIZE failed at byte {at}: {e}");
-                    break 'passes;
-                }
-                at += n as u64;
-            }
-        }
-        if let Err(e) = self.store.flush() {
-            tracing::error!("sbd: SANITIZE flush failed: {e}");
-        }
-        self.sanitizing.store(false, Ordering::Release);
     }
 }

@@ -19,6 +19,7 @@
 mod ctx;
 mod data;
 mod exec;
+mod sanitize;
 mod xcopy;
 
 pub(crate) use ctx::{Fin, Op, TaskCtx};
@@ -49,8 +50,21 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 pub(crate) const MAX_XFER_BYTES: u64 = 32 << 20;
 /// MAXIMUM COMPARE AND WRITE LENGTH in blocks.
 pub(crate) const MAX_CAW_BLOCKS: u8 = 255;
-/// MAXIMUM UNMAP LBA COUNT, in bytes.
+/// MAXIMUM UNMAP LBA COUNT, in bytes (one UNMAP descriptor or WRITE SAME with UNMAP).
 pub(crate) const MAX_UNMAP_BYTES: u64 = 2 << 30;
+/// ... and in blocks at most 2^20: initiators (libiscsi's conformance suite among them)
+/// treat larger explicit limits as bogus; 0xFFFFFFFF would mean "no limit".
+const MAX_UNMAP_BLOCKS: u64 = 1 << 20;
+
+/// MAXIMUM UNMAP LBA COUNT for a block size (what VPD B0h reports and UNMAP enforces).
+pub(crate) const fn max_unmap_blocks(block_size: u64) -> u64 {
+    let by_bytes = MAX_UNMAP_BYTES / block_size;
+    if by_bytes < MAX_UNMAP_BLOCKS {
+        by_bytes
+    } else {
+        MAX_UNMAP_BLOCKS
+    }
+}
 /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT.
 pub(crate) const MAX_UNMAP_DESCRIPTORS: usize = 256;
 /// MAXIMUM WRITE SAME LENGTH, in bytes.
@@ -172,12 +186,11 @@ pub(crate) enum Job {
     },
     /// SYNCHRONIZE CACHE with IMMED: status is gone already.
     Flush { lu: Arc<SbdLu> },
-    /// SANITIZE with IMMED: status is gone already.
+    /// A sanitize operation (its command's status is gone already, or waits for it).
     Sanitize {
         lu: Arc<SbdLu>,
-        pattern: Vec<u8>,
-        passes: u8,
-        invert: bool,
+        method: sanitize::Method,
+        ause: bool,
     },
 }
 
@@ -200,12 +213,7 @@ impl crate::pool::Job for Job {
                     tracing::error!(guid = %crate::guid::to_hex(&lu.guid), "SYNCHRONIZE CACHE (IMMED) failed: {e}");
                 }
             }
-            Job::Sanitize {
-                lu,
-                pattern,
-                passes,
-                invert,
-            } => lu.sanitize_run(&pattern, passes, invert),
+            Job::Sanitize { lu, method, ause } => lu.sanitize_run(&method, ause),
         }
     }
 }
@@ -243,7 +251,7 @@ pub struct SbdLu {
     #[allow(clippy::vec_box)]
     ctxs: Mutex<Vec<Box<TaskCtx>>>,
     stopped: AtomicBool,
-    sanitizing: AtomicBool,
+    sanitize: sanitize::Sanitize,
     copies: Mutex<xcopy::CopyLog>,
 }
 
@@ -304,7 +312,9 @@ fn access_class(cdb: &Cdb<'_>) -> Access {
         | OpCode::MODE_SENSE_6
         | OpCode::MODE_SENSE_10
         | OpCode::PRE_FETCH_10
-        | OpCode::PRE_FETCH_16 => Access::Read,
+        | OpCode::PRE_FETCH_16
+        | OpCode::READ_DEFECT_DATA_10
+        | OpCode::READ_DEFECT_DATA_12 => Access::Read,
         _ => Access::Write,
     }
 }
@@ -364,7 +374,7 @@ impl SbdLu {
             ranges: RangeLock::default(),
             ctxs: Mutex::new(Vec::new()),
             stopped: AtomicBool::new(false),
-            sanitizing: AtomicBool::new(false),
+            sanitize: sanitize::Sanitize::default(),
             copies: Mutex::new(xcopy::CopyLog::default()),
             store,
             meta_path,
@@ -389,19 +399,30 @@ impl SbdLu {
     fn geometry(&self) -> Geometry {
         let caps = self.store.caps();
         let thin = lock(&self.meta).thin && caps.discard;
-        let rotation = if self.store.kind() == crate::backing::BackingKind::Ram {
+        let kind = self.store.kind();
+        let rotation = if kind == crate::backing::BackingKind::Ram {
             1
         } else {
             0
         };
-        Geometry::new(
+        // Only a block device has physical blocks; a file's file-system block is a
+        // granularity (hole punching, alignment), not a physical block of the LU.
+        let physical = if kind == crate::backing::BackingKind::Bdev {
+            caps.granularity
+        } else {
+            u64::from(self.block_size)
+        };
+        let mut g = Geometry::new(
             self.block_size,
             self.blocks(),
             thin,
             caps.discard_zeroes,
             caps.granularity,
+            physical,
             rotation,
-        )
+        );
+        g.block_erase = thin && caps.discard_zeroes;
+        g
     }
 
     fn thin(&self) -> bool {
@@ -561,11 +582,7 @@ impl SbdLu {
     // ---- checks ---------------------------------------------------------------------------
 
     fn media_ready(&self) -> Result<(), Fin> {
-        if self.sanitizing.load(Ordering::Acquire) {
-            return Err(Fin::Check(Sense::not_ready(
-                Asc::LU_NOT_READY_SANITIZE_IN_PROGRESS,
-            )));
-        }
+        self.sanitize_medium()?;
         if self.stopped.load(Ordering::Acquire) {
             return Err(Fin::Check(Sense::not_ready(
                 Asc::LU_NOT_READY_INITIALIZING_COMMAND_REQUIRED,
@@ -670,6 +687,9 @@ impl SbdLu {
         let cdb = Cdb::parse(task.cdb())?;
         cdb.check_control(false)?;
         self.check_nexus(task.session(), &cdb)?;
+        if !matches!(cdb.opcode(), OpCode::INQUIRY | OpCode::REQUEST_SENSE) {
+            self.sanitize_busy()?;
+        }
         let scratch = ctx
             .scratch
             .get_mut()
@@ -787,7 +807,16 @@ impl SbdLu {
             OpCode::MAINTENANCE_IN => match cdb.service_action() {
                 Some(service_action::REPORT_SUPPORTED_OPERATION_CODES) => {
                     let r = ReportSupportedOpcodes::decode(&cdb)?;
-                    opcodes::report(&r, scratch)?;
+                    let (thin, erase) = (self.thin(), self.block_erase_supported());
+                    opcodes::report(
+                        &r,
+                        |c| match (c.opcode, c.sa) {
+                            (0x42, _) => thin,
+                            (0x48, Some(sa)) => sa != service_action::SANITIZE_BLOCK_ERASE || erase,
+                            _ => true,
+                        },
+                        scratch,
+                    )?;
                     Self::reply(task, ctx, r.alloc_len);
                     Ok(())
                 }
@@ -940,9 +969,11 @@ impl SbdLu {
             OpCode::RECEIVE_COPY_RESULTS => {
                 let r = ReceiveCopyResults::decode(&cdb)?;
                 match u16::from(r.service_action) {
-                    service_action::RECEIVE_COPY_STATUS_LID1 => {
-                        lock(&self.copies).status(r.list_id as u8, scratch)?
-                    }
+                    service_action::RECEIVE_COPY_STATUS_LID1 => lock(&self.copies).status(
+                        task.session().0 as usize,
+                        r.list_id as u8,
+                        scratch,
+                    )?,
                     service_action::RECEIVE_COPY_OPERATING_PARAMETERS => {
                         xcopy::operating_parameters(scratch)
                     }
@@ -951,34 +982,30 @@ impl SbdLu {
                 Self::reply(task, ctx, r.alloc_len);
                 Ok(())
             }
-            OpCode::SANITIZE => {
-                let b1 = cdb.as_bytes()[1];
-                if u16::from(b1 & 0x1F) != service_action::SANITIZE_OVERWRITE {
-                    return Err(cdb.invalid_service_action().into());
+            OpCode::READ_DEFECT_DATA_10 | OpCode::READ_DEFECT_DATA_12 => {
+                let twelve = cdb.opcode() == OpCode::READ_DEFECT_DATA_12;
+                let at = if twelve { 1 } else { 2 };
+                let flags = cdb.as_bytes()[at];
+                if flags & 0xE0 != 0 {
+                    return Err(invalid_field(at as u16, Some(7)));
                 }
-                if self.sanitizing.load(Ordering::Acquire) {
-                    return Err(Fin::Check(Sense::not_ready(
-                        Asc::LU_NOT_READY_SANITIZE_IN_PROGRESS,
-                    )));
-                }
-                self.writable()?;
-                let len = cdb.parameter_list_length().unwrap_or(0);
-                // Parameter list: 4-byte header + a pattern of 1..=block size bytes.
-                if len < 5 || len > 4 + self.block_size {
-                    return Err(Fin::Check(Sense::illegal_request(
-                        Asc::PARAMETER_LIST_LENGTH_ERROR,
-                    )));
-                }
-                Self::gather(
-                    task,
-                    ctx,
-                    u64::from(len),
-                    Exec::Sanitize {
-                        immed: b1 & 0x80 != 0,
-                    },
-                );
+                crate::scsi::defect::header(twelve, flags, scratch)
+                    .ok_or(invalid_field(at as u16, Some(2)))?;
+                let alloc = cdb.allocation_length().unwrap_or(0);
+                Self::reply(task, ctx, alloc);
                 Ok(())
             }
+            OpCode::SANITIZE => match self.plan_sanitize(&cdb)? {
+                None => Ok(()),
+                Some((0, exec)) => {
+                    ctx.op = Op::Exec(exec);
+                    Ok(())
+                }
+                Some((len, exec)) => {
+                    Self::gather(task, ctx, u64::from(len), exec);
+                    Ok(())
+                }
+            },
             other => Err(Fin::Check(
                 CdbError::InvalidOpcode { opcode: other.0 }.to_sense(),
             )),
@@ -993,8 +1020,16 @@ impl SbdLu {
         if rw.kind == RwKind::WriteSame && rw.anchor {
             return Err(invalid_field(1, Some(4)));
         }
+        let expected = task.expected_xfer_len();
         if rw.kind == RwKind::CompareAndWrite {
             if rw.blocks > u32::from(MAX_CAW_BLOCKS) {
+                return Err(invalid_field(13, None));
+            }
+            // The Data-Out buffer is exactly the verify instance and the write instance:
+            // a buffer of another size means NUMBER OF LOGICAL BLOCKS is not what the
+            // initiator meant (a count of 256 wraps to 0 in its one byte). Refused before
+            // any data moves, as Linux's target does.
+            if expected != rw.data_blocks() * bs {
                 return Err(invalid_field(13, None));
             }
         } else if rw.data_blocks() * bs > MAX_XFER_BYTES && rw.kind != RwKind::WriteSame {
@@ -1009,11 +1044,18 @@ impl SbdLu {
         if rw.kind.modifies_medium() {
             self.writable()?;
         }
+        if rw.kind == RwKind::WriteSame && !rw.ndob && expected != bs {
+            // WRITE SAME carries exactly one block; a longer or shorter Data-Out buffer is
+            // a malformed command, not a residual to report (after the medium checks: a
+            // write-protected LU answers DATA PROTECT whatever the command carries).
+            return Err(Fin::Check(Sense::illegal_request(
+                Asc::INVALID_FIELD_IN_COMMAND_INFORMATION_UNIT,
+            )));
+        }
         let wce = self.wce.load(Ordering::Acquire);
         let durable = rw.fua || !wce;
         ctx.base = range.start << self.shift;
         let bytes = n << self.shift;
-        let expected = task.expected_xfer_len();
         match rw.kind {
             RwKind::Read => {
                 task.set_cmd_xfer_len(bytes);
@@ -1143,11 +1185,12 @@ impl Lu for SbdLu {
     }
 
     fn abort(&self, _host: &Host, task: TaskHandle) -> AbortOutcome {
-        match Self::ctx_of(task) {
+        // A SANITIZE waiting for its operation: the command goes, the operation stays.
+        self.sanitize_abort(task, || match Self::ctx_of(task) {
             None => AbortOutcome::Done,
             Some(ctx) if ctx.abort() => AbortOutcome::Done,
             Some(_) => AbortOutcome::Pending,
-        }
+        })
     }
 
     fn task_free(&self, task: TaskHandle) {
@@ -1176,6 +1219,7 @@ impl Lu for SbdLu {
                 self.raise_ua(ua::LUN_RESET, None);
             }
             LuEvent::ITL_REMOVED => {
+                lock(&self.copies).forget(session.0 as usize);
                 if let Some(n) = lock(&self.nexus).remove(&(session.0 as usize)) {
                     let mut pr = lock(&self.pr);
                     pr.nexus_lost(&n.id);

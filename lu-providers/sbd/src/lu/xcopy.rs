@@ -6,7 +6,7 @@
 use super::ctx::{Fin, TaskCtx};
 use super::data::{read_error, write_error};
 use super::{lock, SbdLu, CHUNK};
-use plugins_sdk::scsi::{Asc, CdbError, Sense, SenseKey};
+use plugins_sdk::scsi::{Asc, CdbError, Sense, SenseKey, SenseKeySpecific};
 use std::sync::Arc;
 
 /// Most CSCD descriptors in one list.
@@ -18,10 +18,16 @@ const MAX_LIST: usize = MAX_CSCD * 32 + MAX_SEGMENTS * 28;
 /// Largest segment in bytes.
 const MAX_SEGMENT_BYTES: u32 = 65535 * 4096;
 
-/// Results of finished copies, by list identifier (RECEIVE COPY RESULTS).
+/// Results of finished copies, by I_T nexus and list identifier (RECEIVE COPY RESULTS).
+///
+/// A list identifier names a copy only on the I_T nexus that sent it (SPC-4 6.18.3:
+/// RECEIVE COPY STATUS reports the EXTENDED COPY "received on the same I_T nexus"), so
+/// another initiator port reusing list identifier 1 does not see (or clobber) this one's
+/// result. Entries go when their nexus goes (`ITL_REMOVED`), or the oldest when 64 are
+/// kept.
 #[derive(Default)]
 pub(crate) struct CopyLog {
-    done: Vec<(u8, CopyResult)>,
+    done: Vec<(usize, u8, CopyResult)>,
 }
 
 #[derive(Clone, Copy)]
@@ -32,21 +38,27 @@ struct CopyResult {
 }
 
 impl CopyLog {
-    fn record(&mut self, id: u8, r: CopyResult) {
-        self.done.retain(|(i, _)| *i != id);
+    fn record(&mut self, nexus: usize, id: u8, r: CopyResult) {
+        self.done.retain(|(n, i, _)| (*n, *i) != (nexus, id));
         if self.done.len() >= 64 {
             self.done.remove(0);
         }
-        self.done.push((id, r));
+        self.done.push((nexus, id, r));
     }
 
-    /// RECEIVE COPY STATUS (LID1) data for `id`.
-    pub(crate) fn status(&self, id: u8, out: &mut Vec<u8>) -> Result<(), CdbError> {
+    /// Forgets the copies of a nexus that is gone.
+    pub(crate) fn forget(&mut self, nexus: usize) {
+        self.done.retain(|(n, _, _)| *n != nexus);
+    }
+
+    /// RECEIVE COPY STATUS (LID1) data for `id` on `nexus`; INVALID FIELD IN CDB (the LIST
+    /// IDENTIFIER) when that nexus sent no such copy.
+    pub(crate) fn status(&self, nexus: usize, id: u8, out: &mut Vec<u8>) -> Result<(), CdbError> {
         let r = self
             .done
             .iter()
-            .find(|(i, _)| *i == id)
-            .map(|(_, r)| *r)
+            .find(|(n, i, _)| (*n, *i) == (nexus, id))
+            .map(|(_, _, r)| *r)
             .ok_or(CdbError::InvalidField { byte: 2, bit: None })?;
         out.clear();
         out.extend_from_slice(&8u32.to_be_bytes());
@@ -99,6 +111,21 @@ fn copy_aborted(asc: Asc) -> Fin {
     Fin::Check(Sense::new(SenseKey::COPY_ABORTED, asc))
 }
 
+/// COPY ABORTED for segment descriptor `seg`: its number in the COMMAND-SPECIFIC
+/// INFORMATION field and a segment pointer to byte `byte` of that descriptor (SPC-4
+/// 4.5.2.4.5).
+fn segment_error(seg: usize, byte: u16, asc: Asc) -> Fin {
+    Fin::Check(
+        Sense::new(SenseKey::COPY_ABORTED, asc)
+            .with_command_specific(seg as u64)
+            .with_sks(SenseKeySpecific::Segment {
+                in_segment_descriptor: true,
+                byte,
+                bit: None,
+            }),
+    )
+}
+
 struct Segment {
     src: usize,
     dst: usize,
@@ -108,8 +135,9 @@ struct Segment {
 }
 
 impl SbdLu {
-    /// Parses and runs the EXTENDED COPY parameter list in scratch.
-    pub(crate) fn xcopy(self: &Arc<Self>, ctx: &TaskCtx) -> Result<(), Fin> {
+    /// Parses and runs the EXTENDED COPY parameter list in scratch, sent on `nexus` (the
+    /// session key of the per-nexus maps).
+    pub(crate) fn xcopy(self: &Arc<Self>, ctx: &TaskCtx, nexus: usize) -> Result<(), Fin> {
         let (id, track, targets, segments) = self.xcopy_parse(ctx)?;
         let mut done = CopyResult {
             ok: false,
@@ -119,7 +147,7 @@ impl SbdLu {
         let r = self.xcopy_run(ctx, &targets, &segments, &mut done);
         done.ok = r.is_ok();
         if track {
-            lock(&self.copies).record(id, done);
+            lock(&self.copies).record(nexus, id, done);
         }
         r
     }
@@ -144,11 +172,14 @@ impl SbdLu {
         if cscd_len % 32 != 0 {
             return Err(param(2, None));
         }
+        // SPC-4 6.4.1: descriptor lists longer than MAXIMUM DESCRIPTOR LIST LENGTH are a
+        // PARAMETER LIST LENGTH ERROR, whatever they hold; within it, too many of either
+        // kind is TOO MANY TARGET/SEGMENT DESCRIPTORS.
+        if cscd_len + seg_len > MAX_LIST {
+            return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
+        }
         if cscd_len / 32 > MAX_CSCD {
             return Err(illegal(Asc::TOO_MANY_TARGET_DESCRIPTORS));
-        }
-        if cscd_len + seg_len > MAX_LIST {
-            return Err(illegal(Asc::TOO_MANY_SEGMENT_DESCRIPTORS));
         }
         if 16 + cscd_len + seg_len > s.len() {
             return Err(illegal(Asc::PARAMETER_LIST_LENGTH_ERROR));
@@ -205,11 +236,14 @@ impl SbdLu {
             }
             let src = usize::from(u16::from_be_bytes([d[4], d[5]]));
             let dst = usize::from(u16::from_be_bytes([d[6], d[7]]));
+            let seg = segments.len();
+            // An index naming no CSCD descriptor names a copy target the copy manager
+            // cannot reach.
             if src >= targets.len() {
-                return Err(param(at + 4, None));
+                return Err(segment_error(seg, 4, Asc::UNREACHABLE_COPY_TARGET));
             }
             if dst >= targets.len() {
-                return Err(param(at + 6, None));
+                return Err(segment_error(seg, 6, Asc::UNREACHABLE_COPY_TARGET));
             }
             if targets[src].block_size != targets[dst].block_size {
                 return Err(copy_aborted(Asc::INCORRECT_COPY_TARGET_DEVICE_TYPE));
@@ -217,9 +251,12 @@ impl SbdLu {
             let blocks = u64::from(u16::from_be_bytes([d[10], d[11]]));
             let src_lba = u64::from_be_bytes(d[12..20].try_into().unwrap_or([0; 8]));
             let dst_lba = u64::from_be_bytes(d[20..28].try_into().unwrap_or([0; 8]));
-            for (lu, lba) in [(&targets[src], src_lba), (&targets[dst], dst_lba)] {
+            // A segment past the end of its source or destination: the copy manager's
+            // READ or WRITE would fail there, so the copy is aborted at this segment
+            // (checked for every segment before anything is copied).
+            for (lu, lba, field) in [(&targets[src], src_lba, 12), (&targets[dst], dst_lba, 20)] {
                 if lba.checked_add(blocks).is_none_or(|e| e > lu.blocks()) {
-                    return Err(copy_aborted(Asc::LBA_OUT_OF_RANGE));
+                    return Err(segment_error(seg, field, Asc::NO_ADDITIONAL_SENSE));
                 }
             }
             segments.push(Segment {
@@ -293,8 +330,9 @@ mod tests {
     fn copy_status() {
         let mut log = CopyLog::default();
         let mut out = Vec::new();
-        assert!(log.status(1, &mut out).is_err());
+        assert!(log.status(7, 1, &mut out).is_err());
         log.record(
+            7,
             1,
             CopyResult {
                 ok: true,
@@ -302,7 +340,11 @@ mod tests {
                 bytes: 4096,
             },
         );
-        log.status(1, &mut out).expect("status");
+        log.status(7, 1, &mut out).expect("status");
         assert_eq!(out, [0, 0, 0, 8, 0, 0, 2, 0, 0, 0, 0x10, 0]);
+        // Another nexus' list identifier 1 is another copy.
+        assert!(log.status(8, 1, &mut out).is_err());
+        log.forget(7);
+        assert!(log.status(7, 1, &mut out).is_err());
     }
 }

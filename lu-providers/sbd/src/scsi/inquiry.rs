@@ -134,6 +134,8 @@ pub fn vpd(page: u8, id: &Identity, geo: &Geometry, out: &mut Vec<u8>) -> Option
         }
         0xB1 => {
             out.extend_from_slice(&geo.rotation_rate.to_be_bytes());
+            out.push(0); // product type
+            out.push(if geo.block_erase { 0x40 } else { 0 }); // WABEREQ
             out.resize(64, 0);
         }
         0xB2 if geo.lbpme => {
@@ -224,6 +226,33 @@ mod tests {
         assert!(vpd(0xB2, &id, &thick, &mut b).is_none());
         vpd(0x00, &id, &thick, &mut b).expect("00");
         assert!(!b[4..].contains(&0xB2));
+    }
+
+    #[test]
+    fn physical_block_and_unmap_limits() {
+        // 512-byte blocks on a device with 4096-byte sectors: LBPPBE 3; without physical
+        // blocks (files, RAM): 0, whatever the unmap granularity.
+        let dev = Geometry::new(512, 1 << 21, true, true, 4096, 4096, 0);
+        let file = Geometry::new(512, 1 << 21, true, true, 4096, 512, 0);
+        let mut b = Vec::new();
+        read_capacity_16(&dev, &mut b);
+        assert_eq!(b[13], 3);
+        read_capacity_16(&file, &mut b);
+        assert_eq!(b[13], 0);
+        vpd(0xB0, &ident(), &file, &mut b).expect("b0");
+        assert_eq!(
+            &b[20..24],
+            &(1u32 << 20).to_be_bytes(),
+            "max unmap LBA count"
+        );
+        assert_eq!(&b[28..32], &8u32.to_be_bytes(), "optimal unmap granularity");
+        let big = Geometry::new(4096, 1 << 21, true, true, 4096, 4096, 0);
+        vpd(0xB0, &ident(), &big, &mut b).expect("b0");
+        assert_eq!(
+            &b[20..24],
+            &(1u32 << 19).to_be_bytes(),
+            "2 GiB of 4 KiB blocks"
+        );
     }
 
     #[test]

@@ -83,6 +83,12 @@ pub const COMMANDS: &[Command] = &[
         120,
     ),
     c(
+        0x37,
+        None,
+        &[0x37, 0, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0x07],
+        30,
+    ),
+    c(
         0x41,
         None,
         &[0x41, 0xF8, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F, 0xFF, 0xFF, 0x07],
@@ -99,6 +105,19 @@ pub const COMMANDS: &[Command] = &[
         Some(0x01),
         &[0x48, 0xBF, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x07],
         3600,
+    ),
+    // BLOCK ERASE: thin LUs whose deallocated blocks read as zeros only (see `report`).
+    c(
+        0x48,
+        Some(0x02),
+        &[0x48, 0xBF, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x07],
+        3600,
+    ),
+    c(
+        0x48,
+        Some(0x1F),
+        &[0x48, 0xBF, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x07],
+        30,
     ),
     c(
         0x4D,
@@ -359,6 +378,14 @@ pub const COMMANDS: &[Command] = &[
         ],
         60,
     ),
+    c(
+        0xB7,
+        None,
+        &[
+            0xB7, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0x07,
+        ],
+        30,
+    ),
 ];
 
 /// Whether an opcode has service actions in this table.
@@ -374,14 +401,21 @@ fn timeouts(out: &mut Vec<u8>, t: u32) {
     out.extend_from_slice(&t.to_be_bytes());
 }
 
-/// Builds REPORT SUPPORTED OPERATION CODES data.
-pub fn report(r: &ReportSupportedOpcodes, out: &mut Vec<u8>) -> Result<(), CdbError> {
+/// Builds REPORT SUPPORTED OPERATION CODES data for an LU that supports the commands of
+/// [`COMMANDS`] for which `supports` is true (some depend on the LU: UNMAP and BLOCK ERASE
+/// on thin provisioning).
+pub fn report(
+    r: &ReportSupportedOpcodes,
+    supports: impl Fn(&Command) -> bool,
+    out: &mut Vec<u8>,
+) -> Result<(), CdbError> {
     out.clear();
     let op = r.opcode.0;
+    let commands = || COMMANDS.iter().filter(|c| supports(c));
     match r.reporting_options {
         0 => {
             out.extend_from_slice(&[0; 4]);
-            for cmd in COMMANDS {
+            for cmd in commands() {
                 out.push(cmd.opcode);
                 out.push(0);
                 out.extend_from_slice(&cmd.sa.unwrap_or(0).to_be_bytes());
@@ -404,7 +438,7 @@ pub fn report(r: &ReportSupportedOpcodes, out: &mut Vec<u8>) -> Result<(), CdbEr
                             bit: Some(2),
                         });
                     }
-                    COMMANDS.iter().find(|c| c.opcode == op)
+                    commands().find(|c| c.opcode == op)
                 }
                 2 => {
                     if !has_sa(op) && COMMANDS.iter().any(|c| c.opcode == op) {
@@ -413,12 +447,9 @@ pub fn report(r: &ReportSupportedOpcodes, out: &mut Vec<u8>) -> Result<(), CdbEr
                             bit: Some(2),
                         });
                     }
-                    COMMANDS
-                        .iter()
-                        .find(|c| c.opcode == op && c.sa == Some(r.service_action))
+                    commands().find(|c| c.opcode == op && c.sa == Some(r.service_action))
                 }
-                _ => COMMANDS
-                    .iter()
+                _ => commands()
                     .find(|c| c.opcode == op && (c.sa.is_none() || c.sa == Some(r.service_action))),
             };
             match found {
@@ -462,6 +493,22 @@ mod tests {
         ReportSupportedOpcodes::decode(&Cdb::parse(&cdb).expect("cdb")).expect("rsoc")
     }
 
+    fn report_all(r: &ReportSupportedOpcodes, out: &mut Vec<u8>) -> Result<(), CdbError> {
+        report(r, |_| true, out)
+    }
+
+    #[test]
+    fn filtered_commands_are_not_reported() {
+        let mut out = Vec::new();
+        let no_erase = |c: &Command| (c.opcode, c.sa) != (0x48, Some(0x02));
+        report(&rsoc(0, false, 0, 0), no_erase, &mut out).expect("all");
+        assert_eq!(out.len(), 4 + 8 * (COMMANDS.len() - 1));
+        report(&rsoc(2, false, 0x48, 0x02), no_erase, &mut out).expect("one");
+        assert_eq!(out, [0, 1, 0, 0]);
+        report(&rsoc(2, false, 0x48, 0x01), no_erase, &mut out).expect("one");
+        assert_eq!(out[1], 3);
+    }
+
     #[test]
     fn table_is_consistent() {
         for cmd in COMMANDS {
@@ -476,37 +523,37 @@ mod tests {
     #[test]
     fn all_and_one() {
         let mut out = Vec::new();
-        report(&rsoc(0, false, 0, 0), &mut out).expect("all");
+        report_all(&rsoc(0, false, 0, 0), &mut out).expect("all");
         assert_eq!(out.len(), 4 + 8 * COMMANDS.len());
-        report(&rsoc(0, true, 0, 0), &mut out).expect("all with timeouts");
+        report_all(&rsoc(0, true, 0, 0), &mut out).expect("all with timeouts");
         assert_eq!(out.len(), 4 + 20 * COMMANDS.len());
         assert_eq!(out[4 + 5], 0x02);
-        report(&rsoc(1, true, 0x28, 0), &mut out).expect("one");
+        report_all(&rsoc(1, true, 0x28, 0), &mut out).expect("one");
         assert_eq!(&out[..4], &[0, 0x83, 0, 10]);
         assert_eq!(
             &out[4..14],
             &[0x28, RW10, 0xFF, 0xFF, 0xFF, 0xFF, 0x1F, 0xFF, 0xFF, 0x07]
         );
         assert_eq!(&out[14..18], &[0, 0x0A, 0, 0]);
-        report(&rsoc(1, false, 0xC0, 0), &mut out).expect("unsupported");
+        report_all(&rsoc(1, false, 0xC0, 0), &mut out).expect("unsupported");
         assert_eq!(out, [0, 1, 0, 0]);
         assert_eq!(
-            report(&rsoc(1, false, 0x9E, 0), &mut out),
+            report_all(&rsoc(1, false, 0x9E, 0), &mut out),
             Err(CdbError::InvalidField {
                 byte: 2,
                 bit: Some(2)
             })
         );
-        report(&rsoc(2, false, 0x9E, 0x10), &mut out).expect("rc16");
+        report_all(&rsoc(2, false, 0x9E, 0x10), &mut out).expect("rc16");
         assert_eq!(out[1], 3);
         assert_eq!(
-            report(&rsoc(2, false, 0x28, 0), &mut out),
+            report_all(&rsoc(2, false, 0x28, 0), &mut out),
             Err(CdbError::InvalidField {
                 byte: 2,
                 bit: Some(2)
             })
         );
-        report(&rsoc(3, false, 0x28, 0), &mut out).expect("either");
+        report_all(&rsoc(3, false, 0x28, 0), &mut out).expect("either");
         assert_eq!(out[1], 3);
     }
 }
