@@ -192,4 +192,6 @@ if ((rc == 0)); then
 else
     say "FAILED: $summary (${took}s; compliance.log and stmfd.log in $out)"
 fi
+# The closing line in the usual "N passed, N failed, N skipped" form.
+awk -F'\t' '{ c[$2]++ } END { printf "conformance: %d passed, %d failed, %d skipped\n", c["PASS"], c["FAIL"] + c["TIMEOUT"] + c["NOTRUN"], c["SKIP"] }' "$out/compliance.tsv"
 exit "$rc"
