@@ -26,6 +26,9 @@ pub(crate) struct CoreInner {
     views: Mutex<ViewStore>,
     /// Sessions deregistered while tasks were still in flight.
     dying: Mutex<Vec<Arc<SessionCore>>>,
+    /// Sessions owning quarantined tasks: never dropped, so a stuck provider's late call on
+    /// such a task still finds its session and port.
+    quarantined: Mutex<Vec<Arc<SessionCore>>>,
     /// Admin-offlined objects that are not registered (yet): they stay offline when they come.
     offline_lus: Mutex<HashSet<Guid>>,
     offline_targets: Mutex<HashSet<String>>,
@@ -161,6 +164,14 @@ impl CoreInner {
             .iter()
             .find(|x| std::ptr::eq(Arc::as_ptr(x), s))
             .cloned()
+    }
+
+    /// Keeps a session that owns a quarantined task alive for the life of the core.
+    pub(crate) fn keep_for_quarantine(&self, s: Arc<SessionCore>) {
+        let mut q = lock(&self.quarantined);
+        if !q.iter().any(|x| Arc::ptr_eq(x, &s)) {
+            q.push(s);
+        }
     }
 
     /// Drops dead sessions whose tasks are all gone.
@@ -702,6 +713,9 @@ impl CoreInner {
     /// I_T nexus loss: abort the session's tasks, tell the LUs, retire its counters.
     fn end_session(&self, s: Arc<SessionCore>) {
         s.closing.store(true, Release);
+        // Into the dying list first: the aborts below schedule their deadlines against the
+        // session, which they find there (the reaper drops it once no task is in use).
+        lock(&self.dying).push(s.clone());
         crate::tm::abort_session_tasks(&s);
         let map = read(&s.map).clone();
         for e in &map.entries {
@@ -723,9 +737,6 @@ impl CoreInner {
             s.lport.retired.absorb(st);
         }
         s.lport.retired.absorb(&s.core_stats);
-        if s.in_use.load(Acquire) > 0 {
-            lock(&self.dying).push(s);
-        }
     }
 
     fn lu_stats(&self, lu: &LuEntry) -> StatsInfo {
@@ -891,6 +902,7 @@ impl Stmf {
             lports: RwLock::new(Vec::new()),
             views: Mutex::new(ViewStore::default()),
             dying: Mutex::new(Vec::new()),
+            quarantined: Mutex::new(Vec::new()),
             offline_lus: Mutex::new(HashSet::new()),
             offline_targets: Mutex::new(HashSet::new()),
             initialized: AtomicBool::new(false),

@@ -42,7 +42,9 @@ pub(crate) fn task_alloc(sp: *const SessionCore, req: &TaskRequest) -> Result<*m
                 t
             }
         };
-        state(ct).store(IN_USE | KNOWN_TO_PORT | CORE_ONE, Relaxed);
+        // A TM request is marked at once, so no concurrent abort scan can select it.
+        let tm = if req.tm_function != 0 { TM } else { 0 };
+        state(ct).store(IN_USE | KNOWN_TO_PORT | CORE_ONE | tm, Relaxed);
         ct
     };
     s.in_use.fetch_add(1, Relaxed);
@@ -164,6 +166,28 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
     }
     // SAFETY: as above.
     let lu = unsafe { &*lu };
+    // Hand the task to the LU unless an abort got to it first (then the aborter finishes it
+    // with the port, and the LU never sees it).
+    let st = state(ct);
+    let mut s = st.load(Acquire);
+    loop {
+        if s & ABORTING != 0 {
+            if !initial.is_null() {
+                free_port_dbuf(ct, initial);
+            }
+            unpin(ct);
+            return;
+        }
+        match st.compare_exchange_weak(
+            s,
+            s | KNOWN_TO_LU | ROUTED_TO_LU | IN_NEW_TASK,
+            AcqRel,
+            Acquire,
+        ) {
+            Ok(_) => break,
+            Err(now) => s = now,
+        }
+    }
     if !initial.is_null() {
         // Immediate/unsolicited data has been moved already: it counts for residuals.
         // SAFETY: the port hands over a valid buffer with the task.
@@ -175,12 +199,15 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
             }
         }
     }
-    state(ct).fetch_or(KNOWN_TO_LU | ROUTED_TO_LU, AcqRel);
     // SAFETY: the LU's entry points with its own context; the task is valid.
     let r = unsafe { (lu.ops.new_task)(lu.ctx, t, initial) };
+    let prev = st.fetch_and(!IN_NEW_TASK, AcqRel);
     if r == Status::PANICKED {
         crate::core::fail_provider(&lu.provider, "panicked in new_task");
         fail_for_lu(ct);
+    } else if prev & ABORTING != 0 {
+        // An abort arrived while the LU was taking the task: it left the LU to us.
+        crate::tm::abort_lu_side(ct);
     }
     unpin(ct);
 }
@@ -269,10 +296,17 @@ pub(crate) fn xfer_data(t: *mut Task, d: *mut DataBufRaw, flags: u32) -> Status 
 /// Port → LU: a transfer finished.
 pub(crate) fn data_xfer_done(t: *mut Task, d: *mut DataBufRaw, status: Status) {
     let ct = core_of(t);
-    let st = state(ct).load(Acquire);
-    if st & QUARANTINED != 0 {
-        return;
+    // Hold the task for the whole call: an abort both parties answer at once must not free it
+    // under the LU (or under the core's own default handling).
+    let st = hold(ct);
+    if st & QUARANTINED == 0 {
+        data_xfer_done_held(ct, st, d, status);
     }
+    unpin(ct);
+}
+
+fn data_xfer_done_held(ct: *mut CoreTask, st: u32, d: *mut DataBufRaw, status: Status) {
+    let t = ct as *mut Task;
     // SAFETY: the port hands back a valid buffer of this task.
     unsafe {
         (*d).xfer_status = status;
@@ -292,15 +326,11 @@ pub(crate) fn data_xfer_done(t: *mut Task, d: *mut DataBufRaw, status: Status) {
     let lu = unsafe { (*ct).lu.as_ref() };
     match lu {
         Some(lu) if st & KNOWN_TO_LU != 0 && !lu.released.load(Acquire) => {
-            // Hold the task while the LU runs: an abort both parties answer at once must not
-            // free it under the LU.
-            hold(ct);
             // SAFETY: the LU's entry point; ownership of the buffer returns to the LU.
             if unsafe { (lu.ops.dbuf_xfer_done)(lu.ctx, t, d) } == Status::PANICKED {
                 crate::core::fail_provider(&lu.provider, "panicked in dbuf_xfer_done");
                 fail_for_lu(ct);
             }
-            unpin(ct);
         }
         // The LU let go of the task (aborted) or is gone: the buffer goes home.
         _ => free_port_dbuf(ct, d),

@@ -27,6 +27,11 @@ pub(crate) const DEFAULT_LU: u32 = 1 << 6;
 pub(crate) const TM: u32 = 1 << 7;
 /// The LU was handed the task (so it gets `task_free`).
 pub(crate) const ROUTED_TO_LU: u32 = 1 << 8;
+/// The core is inside the LU's `new_task` for this task: an abort must not ask the LU yet
+/// (it may not have registered the task); `post_task` asks it when `new_task` returns.
+pub(crate) const IN_NEW_TASK: u32 = 1 << 9;
+/// The LU has been asked to abort the task (exactly once).
+pub(crate) const LU_ABORT_ASKED: u32 = 1 << 10;
 /// One reference held by the core (bits 16..32 count them: routing and aborting nest).
 pub(crate) const CORE_ONE: u32 = 1 << 16;
 pub(crate) const CORE_MASK: u32 = 0xFFFF << 16;

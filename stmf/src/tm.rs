@@ -100,9 +100,19 @@ pub(crate) fn abort_in_session(
 }
 
 fn start_abort(s: &SessionCore, ct: *mut CoreTask, prev: u32, group: &Arc<AbortGroup>) {
-    // SAFETY: pinned task; its waiters list has its own lock.
-    lock(unsafe { &(*ct).waiters }).push(group.clone());
-    group.add();
+    {
+        // SAFETY: pinned task; its waiters list has its own lock. A task quarantined by an
+        // earlier abort's deadline will never be freed: the group learns it timed out
+        // instead of waiting on it. (The quarantine sets QUARANTINED before it takes the
+        // waiters, under this same lock, so no waiter is lost.)
+        let mut waiters = lock(unsafe { &(*ct).waiters });
+        if state(ct).load(Acquire) & QUARANTINED != 0 {
+            group.mark_timed_out();
+        } else {
+            group.add();
+            waiters.push(group.clone());
+        }
+    }
     if prev & ABORTING == 0 {
         if let Some(core) = s.lport.provider.core.upgrade() {
             // SAFETY: pinned task.
@@ -114,27 +124,9 @@ fn start_abort(s: &SessionCore, ct: *mut CoreTask, prev: u32, group: &Arc<AbortG
             }
         }
         let t = ct as *mut Task;
-        let st = state(ct).load(Acquire);
-        if st & KNOWN_TO_LU != 0 {
-            if st & DEFAULT_LU != 0 {
-                release(ct, KNOWN_TO_LU);
-            } else {
-                // SAFETY: the task's map keeps its LU alive.
-                match unsafe { (*ct).lu.as_ref() } {
-                    Some(lu) if !lu.released.load(Acquire) => {
-                        // SAFETY: the LU's entry point.
-                        match unsafe { (lu.ops.abort)(lu.ctx, t) } {
-                            Status::ABORT_SUCCESS | Status::NOT_FOUND => release(ct, KNOWN_TO_LU),
-                            Status::PANICKED => {
-                                crate::core::fail_provider(&lu.provider, "panicked in abort");
-                                release(ct, KNOWN_TO_LU);
-                            }
-                            _ => {} // pending: lu_aborted, or the timeout
-                        }
-                    }
-                    _ => release(ct, KNOWN_TO_LU),
-                }
-            }
+        // While the LU is still inside new_task, post_task asks it when new_task returns.
+        if state(ct).load(Acquire) & IN_NEW_TASK == 0 {
+            abort_lu_side(ct);
         }
         if state(ct).load(Acquire) & KNOWN_TO_PORT != 0 {
             let lp = &s.lport;
@@ -154,6 +146,35 @@ fn start_abort(s: &SessionCore, ct: *mut CoreTask, prev: u32, group: &Arc<AbortG
         }
     }
     unpin(ct);
+}
+
+/// Asks the LU side of an aborting task to let go, once (whoever gets here first: the
+/// aborter, or `post_task` when the LU's `new_task` returns). The caller holds a core
+/// reference on the task.
+pub(crate) fn abort_lu_side(ct: *mut CoreTask) {
+    let prev = state(ct).fetch_or(LU_ABORT_ASKED, AcqRel);
+    if prev & LU_ABORT_ASKED != 0 || prev & KNOWN_TO_LU == 0 {
+        return;
+    }
+    if prev & DEFAULT_LU != 0 {
+        release(ct, KNOWN_TO_LU);
+        return;
+    }
+    // SAFETY: the task's map keeps its LU alive.
+    match unsafe { (*ct).lu.as_ref() } {
+        Some(lu) if !lu.released.load(Acquire) => {
+            // SAFETY: the LU's entry point.
+            match unsafe { (lu.ops.abort)(lu.ctx, ct as *mut Task) } {
+                Status::ABORT_SUCCESS | Status::NOT_FOUND => release(ct, KNOWN_TO_LU),
+                Status::PANICKED => {
+                    crate::core::fail_provider(&lu.provider, "panicked in abort");
+                    release(ct, KNOWN_TO_LU);
+                }
+                _ => {} // pending: lu_aborted, or the timeout
+            }
+        }
+        _ => release(ct, KNOWN_TO_LU),
+    }
 }
 
 /// The `Arc` of a session, from the port's list.
@@ -444,30 +465,38 @@ fn expire(d: &Deadline, core: &Weak<crate::core::CoreInner>) {
         let mut pool = lock(&s.pool);
         // SAFETY: the session (alive through the Arc) owns the task box.
         let generation = unsafe { (*ct).generation.load(Relaxed) };
-        let st = state(ct).load(Acquire);
-        if generation != d.generation
-            || st & IN_USE == 0
-            || st & ABORTING == 0
-            || st & QUARANTINED != 0
-        {
+        if generation != d.generation {
             return;
         }
-        let stuck_lu = st & KNOWN_TO_LU != 0 && st & DEFAULT_LU == 0;
-        let stuck_port = st & KNOWN_TO_PORT != 0;
-        if !stuck_lu && !stuck_port {
-            return;
-        }
-        state(ct).store(
-            (st & CORE_MASK) | IN_USE | QUARANTINED | (st & (ABORTING | ROUTED_TO_LU)),
-            Release,
-        );
+        // A compare-and-swap, not a store: a provider may let go (release) right now without
+        // the pool lock; then the task is freed normally and must not be quarantined too.
+        let word = state(ct);
+        let mut st = word.load(Acquire);
+        let stuck = loop {
+            if st & IN_USE == 0 || st & ABORTING == 0 || st & QUARANTINED != 0 {
+                return;
+            }
+            let stuck_lu = st & KNOWN_TO_LU != 0 && st & DEFAULT_LU == 0;
+            let stuck_port = st & KNOWN_TO_PORT != 0;
+            if !stuck_lu && !stuck_port {
+                return;
+            }
+            let quarantined = (st & (CORE_MASK | ABORTING | ROUTED_TO_LU)) | IN_USE | QUARANTINED;
+            match word.compare_exchange(st, quarantined, AcqRel, Acquire) {
+                Ok(_) => break (stuck_lu, stuck_port),
+                Err(now) => st = now,
+            }
+        };
         pool.all.retain(|&t| t != ct);
-        (stuck_lu, stuck_port)
+        stuck
     };
     s.in_use.fetch_sub(1, Relaxed);
     // SAFETY: quarantined tasks are never freed.
     let (tag, lu) = unsafe { ((*ct).public.tag, (*ct).lu) };
     let Some(core) = core.upgrade() else { return };
+    // A late call from the stuck provider (dbuf_free, send_status, ...) reaches the task's
+    // session and port: keep them alive for as long as the core lives.
+    core.keep_for_quarantine(s.clone());
     let ms = core.abort_timeout().as_millis();
     if stuck_lu {
         if let Some(lu) = LUS.get(lu as *const _) {

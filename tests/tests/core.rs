@@ -457,6 +457,39 @@ fn task_management_aborts_held_tasks() {
     assert_eq!(h.lu_info(guid(FAULTY)).state, ObjState::Online);
 }
 
+/// An abort that arrives while the LU is still inside `new_task` (it has not taken the task
+/// yet) is held back until `new_task` returns, then sent: the LU is never asked about a task
+/// it does not know, and the task is not freed under it.
+#[test]
+fn abort_during_new_task_waits_for_the_lu_to_take_the_task() {
+    let h = Harness::new(Settings::default());
+    h.load("faulty-lu");
+    h.stmf()
+        .add_view(guid(FAULTY), None, None, Some(0))
+        .unwrap();
+    let t = h.port(TGT_A);
+    let (s1, s2) = (t.session(INI1), t.session(INI2));
+    let slow = cdb::vendor(0xC3);
+    let p = std::thread::scope(|sc| {
+        let submitter = sc.spawn(|| h.submit(&s1, 0, &slow, &[], 0));
+        std::thread::sleep(Duration::from_millis(100)); // inside new_task (300 ms) by now
+        assert_eq!(h.tm(&s2, 0, TmFunction::LUN_RESET, 0), TmResponse::COMPLETE);
+        submitter.join().expect("submitter")
+    });
+    assert!(
+        p.is_freed() && p.outcome().is_none(),
+        "the task was aborted"
+    );
+    let stats = faulty_stats(&h);
+    assert_eq!(stats["aborts_during_new_task"], 0, "{stats}");
+    assert_eq!(
+        stats["aborts"], 1,
+        "the LU was asked once, after new_task: {stats}"
+    );
+    assert_eq!(stats["held"], 0, "{stats}");
+    h.cmd(&s1, 0, &cdb::test_unit_ready(), &[], 0).assert_good();
+}
+
 /// CLEAR TASK SET and I_T NEXUS RESET act on the requesting nexus only; TARGET RESET on every
 /// nexus of the target port, and not on another port's.
 #[test]
