@@ -159,13 +159,6 @@ impl CoreInner {
             .collect()
     }
 
-    pub(crate) fn dying_session(&self, s: &SessionCore) -> Option<Arc<SessionCore>> {
-        lock(&self.dying)
-            .iter()
-            .find(|x| std::ptr::eq(Arc::as_ptr(x), s))
-            .cloned()
-    }
-
     /// Keeps a session that owns a quarantined task alive for the life of the core.
     pub(crate) fn keep_for_quarantine(&self, s: Arc<SessionCore>) {
         let mut q = lock(&self.quarantined);

@@ -117,7 +117,8 @@ fn start_abort(s: &SessionCore, ct: *mut CoreTask, prev: u32, group: &Arc<AbortG
         if let Some(core) = s.lport.provider.core.upgrade() {
             // SAFETY: pinned task.
             let gen = unsafe { (*ct).generation.load(Relaxed) };
-            let session = lookup_session(s);
+            let session =
+                crate::core::find_session(SessionHandle(s as *const SessionCore as *const _));
             if let Some(session) = session {
                 core.svc
                     .schedule(Instant::now() + core.abort_timeout(), ct, gen, session);
@@ -175,21 +176,6 @@ pub(crate) fn abort_lu_side(ct: *mut CoreTask) {
         }
         _ => release(ct, KNOWN_TO_LU),
     }
-}
-
-/// The `Arc` of a session, from the port's list.
-fn lookup_session(s: &SessionCore) -> Option<Arc<SessionCore>> {
-    lock(&s.lport.sessions)
-        .iter()
-        .find(|x| std::ptr::eq(Arc::as_ptr(x), s))
-        .cloned()
-        .or_else(|| {
-            s.lport
-                .provider
-                .core
-                .upgrade()
-                .and_then(|c| c.dying_session(s))
-        })
 }
 
 fn task_lu(t: *mut CoreTask) -> *const LuEntry {

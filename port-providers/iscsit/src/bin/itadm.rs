@@ -581,6 +581,16 @@ enum Show {
     Defaults,
 }
 
+/// Width of the name column: the longest `name`, at least 48 (an IQN's usual length).
+fn name_width(items: &[Value]) -> usize {
+    items
+        .iter()
+        .map(|i| label(i.get("name")).len())
+        .max()
+        .unwrap_or(0)
+        .max(48)
+}
+
 fn list<'a>(reply: &'a Value, key: &str) -> &'a [Value] {
     reply
         .get(key)
@@ -610,12 +620,7 @@ fn print_props(props: &[(&str, String)]) {
 
 fn print_targets(reply: &Value, verbose: bool) {
     let ts = list(reply, "targets");
-    let w = ts
-        .iter()
-        .map(|t| label(t.get("name")).len())
-        .max()
-        .unwrap_or(0)
-        .max(48);
+    let w = name_width(ts);
     println!("{:<w$}  {:<8} SESSIONS", "TARGET NAME", "STATE");
     for t in ts {
         println!(
@@ -759,12 +764,7 @@ fn print_tpgs(reply: &Value, verbose: bool) {
 
 fn print_initiators(reply: &Value, verbose: bool) {
     let is = list(reply, "initiators");
-    let w = is
-        .iter()
-        .map(|i| label(i.get("name")).len())
-        .max()
-        .unwrap_or(0)
-        .max(48);
+    let w = name_width(is);
     println!("{:<w$}  {:<16} SECRET", "INITIATOR NAME", "CHAPUSER");
     for i in is {
         println!(
