@@ -19,6 +19,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+use crate::limits::{LimitError, Limits};
 use crate::names::IscsiName;
 
 pub use idm::chap::{Secret, SecretError, MAX_SECRET_LEN, MIN_SECRET_LEN};
@@ -340,6 +341,9 @@ pub struct Defaults {
     /// Time a keepalive NOP-In may stay unanswered, in ms.
     #[serde(default = "default_nop_timeout")]
     pub nop_timeout_ms: u64,
+    /// The resource budget (docs/security.md).
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 impl Default for Defaults {
@@ -352,6 +356,7 @@ impl Default for Defaults {
             digests: DigestPolicy::None,
             nop_interval_ms: DEFAULT_NOP_INTERVAL_MS,
             nop_timeout_ms: DEFAULT_NOP_TIMEOUT_MS,
+            limits: Limits::default(),
         }
     }
 }
@@ -390,6 +395,9 @@ pub enum ConfigError {
     /// The JSON does not parse or does not fit the model (the message says where).
     #[error("invalid iscsit configuration: {0}")]
     Json(String),
+    /// A resource limit out of its range.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
     /// A portal that is not `ip[:port]` or `[ipv6][:port]`.
     #[error("invalid portal {0:?}: expected a.b.c.d[:port] or [ipv6][:port]")]
     BadPortal(String),
@@ -521,6 +529,7 @@ impl IscsitConfig {
         if self.defaults.portals.is_empty() {
             return Err(ConfigError::NoDefaultPortals);
         }
+        self.defaults.limits.validate()?;
         let mut tags = HashSet::new();
         let mut tpg_names = HashSet::new();
         for tpg in &self.tpgs {

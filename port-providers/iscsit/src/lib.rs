@@ -5,6 +5,7 @@
 //!
 //! - [`names`]: iSCSI name validation and normalization (RFC 7143 §4.2.7, RFC 3722).
 //! - [`config`]: targets, target portal groups, initiator contexts, defaults.
+//! - [`limits`]: the resource budget (memory, commands, connections, time).
 //! - [`chap`]: CHAP with MD5, target and initiator sides, one-way and mutual.
 //! - [`login`]: the target's login state machine (security and operational
 //!   stages as types), producing Login Response PDUs and a [`login::LoginOutcome`].
@@ -13,6 +14,7 @@
 pub use idm::chap;
 pub mod config;
 pub mod discovery;
+pub mod limits;
 pub mod login;
 pub mod names;
 

@@ -12,6 +12,7 @@ use crate::config::{
     AuthPolicy, ChapCredentials, DigestPolicy, InitiatorContext, IscsitConfig, MutualChap, Portal,
     Secret, TargetAuth, TargetConfig, Tpg, DEFAULT_TPG_TAG, ISCSI_PORT,
 };
+use crate::limits::Limits;
 use crate::names::IscsiName;
 use crate::runtime::Runtime;
 use plugins_sdk::{Provider, ProviderContext, ProviderKind};
@@ -138,6 +139,8 @@ enum Request {
         digests: Option<DigestPolicy>,
         nop_interval_ms: Option<u64>,
         nop_timeout_ms: Option<u64>,
+        /// Some fields of [`crate::limits::Limits`]; the others keep their values.
+        limits: Option<serde_json::Map<String, Value>>,
     },
     ListDefaults,
 }
@@ -167,6 +170,15 @@ fn portal_addr(s: &str) -> Result<SocketAddr, String> {
         v6.parse::<IpAddr>().map_err(|_| bad())?,
         ISCSI_PORT,
     ))
+}
+
+/// `current` with the fields named in `patch` replaced (unknown fields are refused).
+fn patch_limits(current: &Limits, patch: serde_json::Map<String, Value>) -> Result<Limits, String> {
+    let mut v = serde_json::to_value(current).map_err(|e| e.to_string())?;
+    if let Value::Object(m) = &mut v {
+        m.extend(patch);
+    }
+    serde_json::from_value(v).map_err(|e| format!("invalid limits: {e}"))
 }
 
 fn auto_name() -> String {
@@ -227,6 +239,7 @@ impl IscsitProvider {
             "digests": d.digests,
             "nop_interval_ms": d.nop_interval_ms,
             "nop_timeout_ms": d.nop_timeout_ms,
+            "limits": d.limits,
         })
     }
 
@@ -686,10 +699,14 @@ impl IscsitProvider {
                 digests,
                 nop_interval_ms,
                 nop_timeout_ms,
+                limits,
             } => {
                 let mut cfg = self.cfg();
                 if let Some(a) = auth {
                     cfg.defaults.auth = a;
+                }
+                if let Some(patch) = limits {
+                    cfg.defaults.limits = patch_limits(&cfg.defaults.limits, patch)?;
                 }
                 if let Some(a) = cleared(&alias) {
                     cfg.defaults.alias = a;

@@ -139,6 +139,10 @@ enum Cmd {
         /// Seconds a keepalive NOP-In may stay unanswered before the connection is dropped.
         #[arg(long = "nop-timeout", value_name = "SECONDS", value_parser = parse_seconds)]
         nop_timeout: Option<u64>,
+        /// A resource limit (docs/security.md), e.g. session_buffer_memory=64m or
+        /// send_timeout_ms=30000; sizes take k/m/g suffixes. Repeatable.
+        #[arg(long = "limit", value_name = "NAME=VALUE", value_parser = parse_limit)]
+        limit: Vec<(String, u64)>,
     },
     /// Show the global defaults.
     ListDefaults,
@@ -208,6 +212,12 @@ fn parse_seconds(s: &str) -> Result<u64, String> {
         return Err(format!("{s:?}: expected 0 to 86400 seconds"));
     }
     Ok((secs * 1000.0).round() as u64)
+}
+
+/// `name=value` of `--limit`: a size (k/m/g suffixes) or a plain number.
+fn parse_limit(s: &str) -> Result<(String, u64), String> {
+    let (k, v) = cli::lu::parse_prop(s)?;
+    Ok((k, cli::lu::parse_size(&v)?))
 }
 
 /// A per-target setting: a value or back to the default.
@@ -532,8 +542,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             digest,
             nop_interval,
             nop_timeout,
+            limit,
         } => {
             let mut m = obj(json!({"op": "modify-defaults"}));
+            if !limit.is_empty() {
+                let l: Map<String, Value> =
+                    limit.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                m.insert("limits".into(), Value::Object(l));
+            }
             put(&mut m, "auth", auth.as_ref().map(|a| json!(a)));
             put(&mut m, "alias", alias.as_ref().map(|a| json!(a)));
             put(&mut m, "portals", portals.as_ref().map(|p| json!(p)));
@@ -805,6 +821,13 @@ fn print_defaults(reply: &Value) {
     for (k, v) in rows {
         let k = format!("{k}:");
         println!("{k:<24}{v}");
+    }
+    if let Some(Value::Object(limits)) = reply.get("limits") {
+        println!("limits:");
+        for (k, v) in limits {
+            let k = format!("{k}:");
+            println!("    {k:<28}{v}");
+        }
     }
 }
 
