@@ -29,22 +29,43 @@ pub enum Admit {
     Hold,
     /// Outside the window (a duplicate, or beyond MaxCmdSN): silently ignore it.
     Ignore,
+    /// Immediate, but the session has as many immediate commands outstanding as it may:
+    /// Reject with reason 0x06 (too many immediate commands).
+    TooManyImmediate,
 }
 
-/// The session's command window: ExpCmdSN and MaxCmdSN.
+/// The session's command window: ExpCmdSN and MaxCmdSN, and the immediate commands
+/// outstanding beside it.
+///
+/// A command takes a slot when it is delivered ([`CmdWindow::advance`]) and gives it
+/// back when it is done ([`CmdWindow::release`]): MaxCmdSN advances then, not on
+/// delivery, so a session never has more than `depth` commands outstanding however
+/// fast it sends. A slot given back while the session is short of buffer memory is
+/// *owed* instead and reopened later ([`CmdWindow::reopen`]): the initiator sees the
+/// window shrink and sends less (backpressure), instead of the target allocating on its
+/// word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CmdWindow {
     exp: u32,
+    max: u32,
     depth: u32,
+    owed: u32,
+    immediate: u32,
+    max_immediate: u32,
 }
 
 impl CmdWindow {
     /// A window starting at `exp_cmd_sn` (the leading login's CmdSN) admitting `depth`
-    /// commands.
-    pub fn new(exp_cmd_sn: u32, depth: u32) -> Self {
+    /// commands and `max_immediate` immediate ones.
+    pub fn new(exp_cmd_sn: u32, depth: u32, max_immediate: u32) -> Self {
+        let depth = depth.max(1);
         Self {
             exp: exp_cmd_sn,
-            depth: depth.max(1),
+            max: exp_cmd_sn.wrapping_add(depth - 1),
+            depth,
+            owed: 0,
+            immediate: 0,
+            max_immediate: max_immediate.max(1),
         }
     }
 
@@ -53,9 +74,29 @@ impl CmdWindow {
         self.exp
     }
 
-    /// MaxCmdSN.
+    /// MaxCmdSN (ExpCmdSN − 1 when the window is closed).
     pub fn max_cmd_sn(&self) -> u32 {
-        self.exp.wrapping_add(self.depth - 1)
+        self.max
+    }
+
+    /// Slots the initiator may use now: MaxCmdSN − ExpCmdSN + 1.
+    pub fn open(&self) -> u32 {
+        self.max.wrapping_sub(self.exp).wrapping_add(1)
+    }
+
+    /// Commands holding a slot (delivered or held, not yet done).
+    pub fn outstanding(&self) -> u32 {
+        self.depth.saturating_sub(self.open() + self.owed)
+    }
+
+    /// Slots given back under buffer pressure and not reopened yet.
+    pub fn owed(&self) -> u32 {
+        self.owed
+    }
+
+    /// Immediate commands outstanding.
+    pub fn immediate(&self) -> u32 {
+        self.immediate
     }
 
     /// Sequence numbers for a response: `stat_sn` and the window.
@@ -63,28 +104,59 @@ impl CmdWindow {
         TargetSn {
             stat_sn,
             exp_cmd_sn: self.exp,
-            max_cmd_sn: self.max_cmd_sn(),
+            max_cmd_sn: self.max,
         }
     }
 
-    /// Classifies a PDU with `cmd_sn`. Immediate PDUs are delivered at once and do not
-    /// move the window.
-    pub fn admit(&self, cmd_sn: u32, immediate: bool) -> Admit {
+    /// Classifies a PDU with `cmd_sn`. An immediate PDU is delivered at once, does not
+    /// move the window and counts against the immediate cap until
+    /// [`CmdWindow::release_immediate`].
+    pub fn admit(&mut self, cmd_sn: u32, immediate: bool) -> Admit {
         if immediate {
+            if self.immediate >= self.max_immediate {
+                return Admit::TooManyImmediate;
+            }
+            self.immediate += 1;
             return Admit::Now;
         }
-        if cmd_sn == self.exp {
+        if cmd_sn == self.exp && self.open() > 0 && self.open() <= self.depth {
             Admit::Now
-        } else if sn_lt(self.exp, cmd_sn) && sn_le(cmd_sn, self.max_cmd_sn()) {
+        } else if sn_lt(self.exp, cmd_sn) && sn_le(cmd_sn, self.max) {
             Admit::Hold
         } else {
             Admit::Ignore
         }
     }
 
-    /// A non-immediate PDU with CmdSN = ExpCmdSN was delivered.
+    /// A non-immediate PDU with CmdSN = ExpCmdSN was delivered: it takes its slot.
     pub fn advance(&mut self) {
         self.exp = self.exp.wrapping_add(1);
+    }
+
+    /// A delivered command is done. With `reopen` its slot opens again at once
+    /// (MaxCmdSN + 1); otherwise it is owed until [`CmdWindow::reopen`].
+    pub fn release(&mut self, reopen: bool) {
+        if self.outstanding() == 0 {
+            return;
+        }
+        if reopen {
+            self.max = self.max.wrapping_add(1);
+        } else {
+            self.owed += 1;
+        }
+    }
+
+    /// Opens the owed slots; true when MaxCmdSN moved.
+    pub fn reopen(&mut self) -> bool {
+        let moved = self.owed > 0;
+        self.max = self.max.wrapping_add(self.owed);
+        self.owed = 0;
+        moved
+    }
+
+    /// An immediate command is done.
+    pub fn release_immediate(&mut self) {
+        self.immediate = self.immediate.saturating_sub(1);
     }
 }
 
@@ -228,7 +300,7 @@ mod tests {
 
     #[test]
     fn window_admits_in_order_holds_gaps_ignores_outside() {
-        let mut w = CmdWindow::new(10, 4);
+        let mut w = CmdWindow::new(10, 4, 2);
         assert_eq!((w.exp_cmd_sn(), w.max_cmd_sn()), (10, 13));
         assert_eq!(w.admit(10, false), Admit::Now);
         assert_eq!(w.admit(11, false), Admit::Hold);
@@ -244,14 +316,66 @@ mod tests {
             TargetSn {
                 stat_sn: 3,
                 exp_cmd_sn: 11,
-                max_cmd_sn: 14
-            }
+                max_cmd_sn: 13
+            },
+            "MaxCmdSN does not move on delivery"
         );
-        let mut w = CmdWindow::new(u32::MAX, 4);
+        w.release(true);
+        assert_eq!(w.max_cmd_sn(), 14, "it moves when the command is done");
+        let mut w = CmdWindow::new(u32::MAX, 4, 1);
         assert_eq!(w.admit(1, false), Admit::Hold);
         w.advance();
         assert_eq!(w.exp_cmd_sn(), 0);
+        assert_eq!(w.max_cmd_sn(), 2);
+        w.release(true);
         assert_eq!(w.max_cmd_sn(), 3);
+    }
+
+    #[test]
+    fn window_closes_when_every_slot_is_taken_and_reopens_on_release() {
+        let mut w = CmdWindow::new(1, 2, 1);
+        for sn in 1..=2 {
+            assert_eq!(w.admit(sn, false), Admit::Now);
+            w.advance();
+        }
+        assert_eq!((w.open(), w.outstanding()), (0, 2));
+        assert_eq!(
+            w.max_cmd_sn(),
+            w.exp_cmd_sn().wrapping_sub(1),
+            "closed: Max = Exp - 1"
+        );
+        assert_eq!(w.admit(3, false), Admit::Ignore, "no slot left");
+        assert_eq!(w.admit(4, false), Admit::Ignore);
+        w.release(true);
+        assert_eq!(w.admit(3, false), Admit::Now);
+        w.advance();
+        // Under pressure a slot is owed, not opened.
+        w.release(false);
+        w.release(false);
+        assert_eq!((w.open(), w.owed(), w.outstanding()), (0, 2, 0));
+        assert_eq!(w.admit(4, false), Admit::Ignore);
+        assert!(w.reopen());
+        assert!(!w.reopen());
+        assert_eq!((w.open(), w.owed(), w.max_cmd_sn()), (2, 0, 5));
+        // A release with nothing outstanding never opens beyond the depth.
+        w.release(true);
+        assert_eq!(w.open(), 2);
+    }
+
+    #[test]
+    fn immediate_commands_are_capped() {
+        let mut w = CmdWindow::new(7, 8, 2);
+        assert_eq!(w.admit(7, true), Admit::Now);
+        assert_eq!(w.admit(7, true), Admit::Now);
+        assert_eq!(w.admit(7, true), Admit::TooManyImmediate);
+        assert_eq!(w.immediate(), 2);
+        w.release_immediate();
+        assert_eq!(w.admit(7, true), Admit::Now);
+        assert_eq!(
+            (w.exp_cmd_sn(), w.max_cmd_sn()),
+            (7, 14),
+            "the window is untouched"
+        );
     }
 
     #[test]

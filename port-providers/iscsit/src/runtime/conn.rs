@@ -6,13 +6,15 @@
 //! leaves the calls into the core to the [`Frame`] (see `deferred`). When the socket is
 //! full the rest waits in the transport's queue for the loop's writable event.
 
+use super::admission::Ticket;
 use super::deferred::{defer, Act, Frame};
-use super::pool::BufPool;
-use super::session::{HeldPdu, Session};
+use super::pool::{BufPool, OwnedBuf};
+use super::session::{HeldPdu, Session, Slot};
 use super::Runtime;
 use crate::config::{AclPolicy, TargetState};
 use crate::discovery::{answer_text, DiscoveryContext, TextInput, TextResponder};
 use crate::ffp::{self, Admit, CmdStatus};
+use crate::limits::Limits;
 use crate::login::{
     ExistingSession, LoginEnv, LoginHost, LoginOutcome, LoginSettings, LoginStep,
     SessionDisposition, SessionKey, TargetLogin,
@@ -38,7 +40,7 @@ use plugins_sdk::{AbortOutcome, DataBuf, Host, Status, TaskHandle, TaskSpec, TmF
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -102,6 +104,9 @@ struct Cmd {
     status_done: bool,
     /// A data sequence error ended the command: its status is this CHECK CONDITION.
     data_error: Option<(u8, u8)>,
+    /// The session slot (window or immediate) the command holds until its status is
+    /// queued or it is dropped.
+    slot: Slot,
 }
 
 enum Phase {
@@ -130,7 +135,19 @@ struct Core {
     done: Vec<Tok>,
     text: Option<TextResponder>,
     last_rx: Instant,
+    /// Last time the transmit queue was empty or the socket took bytes.
+    last_tx: Instant,
     ping: Option<(u32, Instant)>,
+    /// The limits in force (refreshed on ticks).
+    lim: Limits,
+    /// The connection takes no PDUs: too much is queued for the socket.
+    rx_paused: bool,
+    /// Taking PDUs again is due (the queue drained).
+    rx_resume: bool,
+    /// The connection's place in the admission counts.
+    ticket: Option<Ticket>,
+    /// Slots of TMF requests in the core, by ITT.
+    tmf_slots: Vec<(u32, Slot)>,
     close_after_flush: bool,
     after_flush: Option<Gone>,
     gone: Option<Gone>,
@@ -154,6 +171,7 @@ pub struct Conn {
     max_burst: AtomicU32,
     cid: AtomicU32,
     closed: AtomicBool,
+    loop_index: AtomicUsize,
     /// Local address (the portal).
     pub local: SocketAddr,
     /// Initiator's address.
@@ -184,6 +202,10 @@ const NO_CID: u32 = u32::MAX;
 /// Largest data buffer handed to an LU (unless MaxBurstLength is larger).
 pub const MAX_DBUF: u32 = 1 << 20;
 
+/// Memory a queued frame costs beyond its bytes (counted against `send_queue_limit`, so
+/// a flood of small answers is bounded too).
+const FRAME_COST: usize = 128;
+
 fn next_tag(t: &mut u32) -> u32 {
     let v = *t;
     *t = t.wrapping_add(1);
@@ -201,26 +223,36 @@ fn cmd_xfer_len(task: TaskHandle) -> u64 {
 }
 
 impl Conn {
-    /// A connection accepted on `local` from `peer`.
+    /// A connection accepted on `local` from `peer`, counted by `ticket`, served by
+    /// event loop `loop_index`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u64,
         rt: &Arc<Runtime>,
         stream: mio::net::TcpStream,
         local: SocketAddr,
         peer: SocketAddr,
+        ticket: Ticket,
+        lim: &Limits,
+        loop_index: usize,
     ) -> Arc<Conn> {
         let now = Instant::now();
-        let mut idm = Connection::new(Role::Target, ConnConfig::DEFAULT);
+        let timers = ConnConfig {
+            login_timeout: Duration::from_millis(lim.login_timeout_ms),
+            ..ConnConfig::DEFAULT
+        };
+        let mut idm = Connection::new(Role::Target, timers);
         let _ = idm.accept(now);
         let limits = XferLimits::default();
         Arc::new(Conn {
             id,
             rt: Arc::downgrade(rt),
             host: rt.host,
-            pool: BufPool::new(),
+            pool: BufPool::new(Arc::clone(&rt.buffers)),
             max_burst: AtomicU32::new(limits.max_burst),
             cid: AtomicU32::new(NO_CID),
             closed: AtomicBool::new(false),
+            loop_index: AtomicUsize::new(loop_index),
             local,
             peer,
             st: Mutex::new(ConnSt {
@@ -232,7 +264,7 @@ impl Conn {
                     login_cmd_sn: 0,
                     session: None,
                     params: NegotiatedParams::default(),
-                    tasks: HashMap::with_capacity(256),
+                    tasks: HashMap::new(),
                     zombies: Vec::new(),
                     late_aborts: Vec::new(),
                     limits,
@@ -241,7 +273,13 @@ impl Conn {
                     done: Vec::with_capacity(64),
                     text: None,
                     last_rx: now,
+                    last_tx: now,
                     ping: None,
+                    lim: *lim,
+                    rx_paused: false,
+                    rx_resume: false,
+                    ticket: Some(ticket),
+                    tmf_slots: Vec::new(),
                     close_after_flush: false,
                     after_flush: None,
                     gone: None,
@@ -264,6 +302,11 @@ impl Conn {
     /// True once closed (the loop forgets it).
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// The event loop that serves the connection.
+    pub fn loop_index(&self) -> usize {
+        self.loop_index.load(Ordering::Relaxed)
     }
 
     /// Registers the socket with a `mio` registry.
@@ -317,7 +360,12 @@ impl Conn {
         let (r, after) = {
             let mut st = self.lock();
             let r = f(&mut st, &ctx);
-            let after = st.settle(&ctx);
+            let mut after = st.settle(&ctx);
+            // The queue drained below its limit: take the PDUs that waited.
+            while after.is_none() && std::mem::take(&mut st.c.rx_resume) {
+                st.read_all(&ctx);
+                after = st.settle(&ctx);
+            }
             (r, after)
         };
         if let Some(a) = after {
@@ -336,9 +384,17 @@ impl Conn {
         self.ctx_run(|_, _| ());
     }
 
-    /// Timers: login timeout, keepalive.
+    /// Timers: login timeouts, keepalive, a peer that stopped reading; the buffer
+    /// store gives back what it did not use for a while.
     pub fn on_tick(self: &Arc<Self>) {
+        self.pool.tick();
         self.ctx_run(|st, ctx| st.tick(ctx));
+    }
+
+    /// Buffer memory came back to the session: reopen the window slots it owes and tell
+    /// the initiator (a NOP-In that asks for no answer carries the new MaxCmdSN).
+    pub fn on_wake(self: &Arc<Self>) {
+        self.ctx_run(|st, ctx| st.c.advertise_window(ctx));
     }
 
     /// Closes the connection (session teardown, reinstatement, shutdown).
@@ -449,7 +505,16 @@ impl ConnSt {
         if self.c.gone.is_none() || self.c.close_after_flush {
             let c = &mut self.c;
             let mut done = std::mem::take(&mut c.done);
+            let before = c.tx.queue().queued_bytes();
             let r = c.tx.flush(&mut |t| done.push(t));
+            let left = c.tx.queue().queued_bytes();
+            if left == 0 || left < before {
+                c.last_tx = ctx.now;
+            }
+            if c.rx_paused && c.tx_load() <= c.lim.send_queue_limit as usize / 2 {
+                c.rx_paused = false;
+                c.rx_resume = true;
+            }
             for t in done.drain(..) {
                 c.complete(ctx.conn.host, t, Status::SUCCESS);
             }
@@ -506,6 +571,7 @@ impl ConnSt {
         let c = &mut self.c;
         c.closed = true;
         conn.closed.store(true, Ordering::Release);
+        c.ticket = None;
         c.phase = Phase::Closed;
         self.idm.transport_failed(now);
         let host = conn.host;
@@ -525,7 +591,7 @@ impl ConnSt {
 
     fn read_all(&mut self, ctx: &Ctx<'_>) {
         loop {
-            if self.c.closed || self.c.gone.is_some() {
+            if self.c.closed || self.c.gone.is_some() || self.c.rx_paused {
                 return;
             }
             let r = self.c.tx.read_into(&mut self.idm);
@@ -560,6 +626,18 @@ impl ConnSt {
     fn process(&mut self, ctx: &Ctx<'_>) {
         loop {
             if self.c.closed || self.c.gone.is_some() {
+                return;
+            }
+            if self.c.tx_load() > self.c.lim.send_queue_limit as usize {
+                // The peer is not reading what we owe it: take no more until it does.
+                if !self.c.rx_paused {
+                    tracing::debug!(
+                        conn = ctx.conn.id,
+                        queued = self.c.tx.queue().queued_bytes(),
+                        "iSCSI send queue full: not taking PDUs"
+                    );
+                }
+                self.c.rx_paused = true;
                 return;
             }
             if let Some(s) = &self.c.session {
@@ -600,7 +678,24 @@ impl ConnSt {
         if self.c.closed {
             return;
         }
-        match self.c.dispatch(ctx, &h.pdu, h.cdb.as_ref(), &h.data, None) {
+        if h.len > 0 && h.data.is_none() {
+            // Its data found no room in the budget when it arrived.
+            let header = h.pdu.to_bytes();
+            self.c.release(Slot::Window);
+            match &h.pdu {
+                Pdu::ScsiCommand(c) => {
+                    let (itt, edtl) = (c.itt, c.expected_data_transfer_length);
+                    self.c.status_only(itt, ScsiStatus::BUSY.0, edtl);
+                }
+                _ => self.c.reject(RejectReason::LongOperationReject, &header),
+            }
+            return;
+        }
+        let data = h.data.as_ref().map_or(&[][..], OwnedBuf::data);
+        match self
+            .c
+            .dispatch(ctx, &h.pdu, h.cdb.as_ref(), data, None, Slot::Window)
+        {
             Next::Logout(req) => self.on_logout(ctx, &req),
             Next::Login(_) | Next::Done => {}
         }
@@ -609,7 +704,34 @@ impl ConnSt {
     fn tick(&mut self, ctx: &Ctx<'_>) {
         self.idm.handle_timeout(ctx.now);
         let c = &mut self.c;
-        if !matches!(c.phase, Phase::Ffp) || c.closed || c.close_after_flush {
+        c.lim = ctx.rt.limits();
+        if c.closed {
+            return;
+        }
+        let stalled = ctx.now.duration_since(c.last_tx);
+        if !c.tx.queue().is_empty() && stalled > Duration::from_millis(c.lim.send_timeout_ms) {
+            tracing::info!(
+                conn = ctx.conn.id,
+                peer = %ctx.conn.peer,
+                queued = c.tx.queue().queued_bytes(),
+                "iSCSI peer stopped reading: dropping the connection"
+            );
+            c.gone = Some(Gone::Failed);
+            return;
+        }
+        if matches!(c.phase, Phase::Login(_))
+            && ctx.now.duration_since(c.last_rx)
+                > Duration::from_millis(c.lim.login_idle_timeout_ms)
+        {
+            tracing::info!(
+                conn = ctx.conn.id,
+                peer = %ctx.conn.peer,
+                "iSCSI login stalled: dropping the connection"
+            );
+            c.gone = Some(Gone::Failed);
+            return;
+        }
+        if !matches!(c.phase, Phase::Ffp) || c.close_after_flush {
             return;
         }
         let target = c.session.as_ref().and_then(|s| s.key.target.as_ref());
@@ -710,7 +832,7 @@ impl ConnSt {
         let sn = TargetSn {
             stat_sn: self.c.stat_sn,
             exp_cmd_sn: exp,
-            max_cmd_sn: exp.wrapping_add(rt.window_depth() - 1),
+            max_cmd_sn: exp.wrapping_add(self.c.lim.cmd_window.max(1) - 1),
         };
         let step = {
             let cfg = rt.config_read();
@@ -795,8 +917,17 @@ impl ConnSt {
                     handle,
                     o.params.clone(),
                     self.c.login_cmd_sn,
-                    rt.window_depth(),
+                    &self.c.lim,
+                    Arc::clone(&rt.buffers),
                 ));
+                let (weak, rt2) = (Arc::downgrade(&s), Arc::downgrade(rt));
+                s.account.on_relief(Box::new(move || {
+                    if let (Some(s), Some(rt)) = (weak.upgrade(), rt2.upgrade()) {
+                        if let Some(c) = s.conns().first() {
+                            rt.wake(c);
+                        }
+                    }
+                }));
                 s.add_conn(Arc::clone(ctx.conn));
                 if let Some(t) = &target {
                     t.add_session(Arc::clone(&s));
@@ -845,6 +976,10 @@ impl ConnSt {
             return;
         }
         self.c.tx.enable_datamover(&ffp);
+        ctx.conn.pool.attach(Arc::clone(&session.account));
+        if let Some(t) = self.c.ticket.as_mut() {
+            t.logged_in();
+        }
         self.c.limits = XferLimits::from_params(p);
         ctx.conn
             .max_burst
@@ -954,6 +1089,36 @@ impl Core {
         Some(self.zombies.swap_remove(i))
     }
 
+    /// What the transmit queue holds: its bytes and a cost per frame.
+    fn tx_load(&self) -> usize {
+        let q = self.tx.queue();
+        q.queued_bytes() + q.len() * FRAME_COST
+    }
+
+    /// Opens the window slots the session owed and, when MaxCmdSN moved, says so with a
+    /// NOP-In that wants no answer (ITT and TTT 0xffffffff; StatSN is not advanced,
+    /// RFC 7143 §11.19).
+    fn advertise_window(&mut self, ctx: &Ctx<'_>) {
+        if self.closed || !matches!(self.phase, Phase::Ffp) {
+            return;
+        }
+        let Some(s) = &self.session else {
+            return;
+        };
+        if !s.reopen() {
+            return;
+        }
+        let pdu = Pdu::NopIn(NopIn {
+            lun: 0,
+            itt: RESERVED_TAG,
+            ttt: RESERVED_TAG,
+            sn: self.target_sn(),
+        });
+        if let Err(e) = self.tx.send_pdu(&pdu, &[], None) {
+            tracing::debug!(conn = ctx.conn.id, error = %e, "cannot queue a window update");
+        }
+    }
+
     fn target_sn(&self) -> TargetSn {
         match &self.session {
             Some(s) => s.window().target_sn(self.stat_sn),
@@ -1032,8 +1197,9 @@ impl Core {
         }
     }
 
-    /// Gives back a dead task's buffers to the store (task freed).
+    /// Gives back a dead task's buffers to the store (task freed) and its slot.
     fn drop_cmd_bufs(&mut self, mut cmd: Cmd) {
+        self.release(std::mem::replace(&mut cmd.slot, Slot::None));
         if let Some(b) = cmd.collect.take() {
             BufPool::free(b);
         }
@@ -1047,6 +1213,7 @@ impl Core {
     }
 
     fn drop_cmd_with(&mut self, host: Host, mut cmd: Cmd, status: Status) {
+        self.release(std::mem::replace(&mut cmd.slot, Slot::None));
         if let Some(b) = cmd.collect.take() {
             BufPool::free(b);
         }
@@ -1112,16 +1279,34 @@ impl Core {
         };
         let cdb = rx.cdb();
         match s.admit(cmd_sn, immediate) {
-            Admit::Now => self.dispatch(ctx, &pdu, cdb.as_ref(), rx.data, Some(rx.header)),
+            Admit::Now => {
+                let slot = if immediate {
+                    Slot::Immediate
+                } else {
+                    Slot::Window
+                };
+                self.dispatch(ctx, &pdu, cdb.as_ref(), rx.data, Some(rx.header), slot)
+            }
             Admit::Hold => {
                 tracing::debug!(cmd_sn, "iSCSI command ahead of a CmdSN gap: held");
+                // The data waits in a budgeted buffer; without room the command is
+                // answered BUSY when its turn comes.
+                let data = (!rx.data.is_empty())
+                    .then(|| ctx.conn.pool.alloc(rx.data.len() as u32))
+                    .flatten()
+                    .map(|mut b| {
+                        b.as_mut_slice()[..rx.data.len()].copy_from_slice(rx.data);
+                        b.set_xfer(0, rx.data.len(), 0);
+                        OwnedBuf::new(b)
+                    });
                 s.hold(
                     cmd_sn,
                     HeldPdu {
                         conn: Arc::downgrade(ctx.conn),
                         pdu,
                         cdb,
-                        data: rx.data.to_vec(),
+                        data,
+                        len: rx.data.len(),
                     },
                 );
                 Next::Done
@@ -1130,10 +1315,25 @@ impl Core {
                 tracing::debug!(cmd_sn, "iSCSI command outside the CmdSN window: ignored");
                 Next::Done
             }
+            Admit::TooManyImmediate => {
+                tracing::debug!(
+                    conn = ctx.conn.id,
+                    "too many immediate commands outstanding: rejected"
+                );
+                self.reject(RejectReason::ImmediateCommandReject, rx.header);
+                Next::Done
+            }
         }
     }
 
-    /// A command PDU whose turn it is.
+    /// Gives a finished command's session slot back (the window may open).
+    fn release(&self, slot: Slot) {
+        if let Some(s) = &self.session {
+            s.release(slot);
+        }
+    }
+
+    /// A command PDU whose turn it is; it holds `slot` of its session until it is done.
     fn dispatch(
         &mut self,
         ctx: &Ctx<'_>,
@@ -1141,18 +1341,36 @@ impl Core {
         cdb: Option<&Cdb>,
         data: &[u8],
         header: Option<&[u8; BHS_LEN]>,
+        slot: Slot,
     ) -> Next {
         let header = header.copied().unwrap_or_else(|| pdu.to_bytes());
+        // Commands answered at once give their slot back first, so the answer carries
+        // the window that includes it.
         match pdu {
             Pdu::ScsiCommand(c) => match cdb {
-                Some(cdb) => self.on_scsi_command(ctx, c, cdb, data, &header),
-                None => self.reject(RejectReason::InvalidPduField, &header),
+                Some(cdb) => return self.on_scsi_command(ctx, c, cdb, data, &header, slot),
+                None => {
+                    self.release(slot);
+                    self.reject(RejectReason::InvalidPduField, &header)
+                }
             },
-            Pdu::TaskMgmtRequest(t) => self.on_tmf(ctx, t, &header),
-            Pdu::TextRequest(t) => self.on_text(ctx, t, data, &header),
-            Pdu::NopOut(n) => self.on_nop_out(n, data),
-            Pdu::LogoutRequest(l) => return Next::Logout(*l),
-            _ => self.reject(RejectReason::ProtocolError, &header),
+            Pdu::TaskMgmtRequest(t) => self.on_tmf(ctx, t, &header, slot),
+            Pdu::TextRequest(t) => {
+                self.release(slot);
+                self.on_text(ctx, t, data, &header)
+            }
+            Pdu::NopOut(n) => {
+                self.release(slot);
+                self.on_nop_out(n, data)
+            }
+            Pdu::LogoutRequest(l) => {
+                self.release(slot);
+                return Next::Logout(*l);
+            }
+            _ => {
+                self.release(slot);
+                self.reject(RejectReason::ProtocolError, &header)
+            }
         }
         Next::Done
     }
@@ -1230,15 +1448,17 @@ impl Core {
         );
     }
 
-    fn on_tmf(&mut self, ctx: &Ctx<'_>, req: &TaskMgmtRequest, header: &[u8; BHS_LEN]) {
+    fn on_tmf(&mut self, ctx: &Ctx<'_>, req: &TaskMgmtRequest, header: &[u8; BHS_LEN], slot: Slot) {
         let Some(s) = self.session.clone() else {
             return;
         };
         let Some(handle) = s.handle else {
+            self.release(slot);
             return self.reject(RejectReason::ProtocolError, header);
         };
         let itt = req.itt;
         let tmf_rsp = |me: &mut Core, response: TmfResponse| {
+            me.release(slot);
             me.respond(
                 |sn| Pdu::TaskMgmtResponse(TaskMgmtResponse { response, itt, sn }),
                 &[],
@@ -1270,7 +1490,10 @@ impl Core {
         let host = ctx.conn.host;
         let raw = Arc::into_raw(Arc::clone(ctx.conn)) as *mut c_void;
         match host.task_alloc(handle, &spec, raw) {
-            Ok(task) => defer(Act::Post(host, task, None)),
+            Ok(task) => {
+                self.tmf_slots.push((itt, slot));
+                defer(Act::Post(host, task, None))
+            }
             Err(st) => {
                 // SAFETY: the reference made above; the core did not keep it.
                 drop(unsafe { Arc::from_raw(raw as *const Conn) });
@@ -1280,6 +1503,7 @@ impl Core {
         }
     }
 
+    /// A SCSI Command whose turn it is, holding `slot`.
     fn on_scsi_command(
         &mut self,
         ctx: &Ctx<'_>,
@@ -1287,23 +1511,60 @@ impl Core {
         cdb: &Cdb,
         data: &[u8],
         header: &[u8; BHS_LEN],
-    ) {
+        slot: Slot,
+    ) -> Next {
+        if let Err(reason) = self.scsi_command(ctx, c, cdb, data, slot) {
+            self.release(slot);
+            self.reject(reason, header);
+        }
+        Next::Done
+    }
+
+    /// [`Core::on_scsi_command`]; `Err` is the Reject to answer (the slot is not used).
+    fn scsi_command(
+        &mut self,
+        ctx: &Ctx<'_>,
+        c: &ScsiCommand,
+        cdb: &Cdb,
+        data: &[u8],
+        slot: Slot,
+    ) -> Result<(), RejectReason> {
         let Some(s) = self.session.clone() else {
-            return;
+            return Ok(());
         };
         if s.handle.is_none() {
-            return self.reject(RejectReason::ProtocolError, header);
+            return Err(RejectReason::ProtocolError);
+        }
+        let edtl = c.expected_data_transfer_length;
+        // RFC 7143 §11.3.1: data needs its direction bit (a W or R bit with no length is
+        // harmless and tolerated, as LIO does); both bits would be a bidirectional
+        // command, which needs an AHS this target does not support.
+        if c.read && c.write {
+            tracing::debug!(
+                conn = ctx.conn.id,
+                itt = c.itt,
+                "bidirectional command refused"
+            );
+            return Err(RejectReason::CommandNotSupported);
+        }
+        if !c.read && !c.write && edtl > 0 {
+            tracing::debug!(
+                conn = ctx.conn.id,
+                itt = c.itt,
+                edtl,
+                "Expected Data Transfer Length without R or W bit refused"
+            );
+            return Err(RejectReason::ProtocolError);
         }
         if let Some(old) = self.tasks.get(&c.itt) {
             if !old.status_sent {
-                return self.reject(RejectReason::TaskInProgress, header);
+                return Err(RejectReason::TaskInProgress);
             }
             // The initiator has the old command's status: the ITT is free to reuse.
             if let Some(old) = self.tasks.remove(&c.itt) {
                 self.zombies.push(old);
             }
         }
-        let edtl = c.expected_data_transfer_length;
         let mut xfer = TaskXfer::new(c.itt, c.lun, edtl);
         let imm = u32::try_from(data.len()).unwrap_or(u32::MAX);
         let more = if c.write {
@@ -1312,11 +1573,11 @@ impl Core {
                 Err(e) => {
                     tracing::info!(conn = ctx.conn.id, error = %e, "bad unsolicited data: dropping the connection");
                     self.gone = Some(Gone::Failed);
-                    return;
+                    return Ok(());
                 }
             }
         } else if imm > 0 {
-            return self.reject(RejectReason::ProtocolError, header);
+            return Err(RejectReason::ProtocolError);
         } else {
             false
         };
@@ -1346,6 +1607,7 @@ impl Core {
             status_sent: false,
             status_done: false,
             data_error: None,
+            slot,
         };
         if imm > 0 || more {
             let size = if more {
@@ -1354,7 +1616,10 @@ impl Core {
                 imm
             };
             let Some(mut buf) = ctx.conn.pool.alloc(size.max(imm)) else {
-                return self.status_only(c.itt, ScsiStatus::BUSY.0, edtl);
+                // No room in the buffer budget: the initiator retries later.
+                self.release(slot);
+                self.status_only(c.itt, ScsiStatus::BUSY.0, edtl);
+                return Ok(());
             };
             if let Some(dst) = buf.as_mut_slice().get_mut(..data.len()) {
                 dst.copy_from_slice(data);
@@ -1363,9 +1628,10 @@ impl Core {
         }
         if more {
             self.tasks.insert(c.itt, cmd);
-            return;
+            return Ok(());
         }
         self.post(ctx, cmd);
+        Ok(())
     }
 
     /// Allocates the task of a command whose unsolicited data is all in, and posts it.
@@ -1413,6 +1679,7 @@ impl Core {
                 }
                 tracing::debug!("task allocation refused: {st}");
                 let edtl = cmd.xfer.edtl();
+                self.release(std::mem::replace(&mut cmd.slot, Slot::None));
                 self.status_only(itt, ScsiStatus::BUSY.0, edtl);
             }
         }
@@ -1655,6 +1922,10 @@ impl Core {
         if f != TmFunction::NONE {
             let mut response = ffp::tmf_response(task.tm_response(), f);
             let ref_itt = task.tm_ref_tag() as u32;
+            if let Some(i) = self.tmf_slots.iter().position(|(t, _)| *t == itt) {
+                let (_, slot) = self.tmf_slots.swap_remove(i);
+                self.release(slot);
+            }
             if f == TmFunction::ABORT_TASK {
                 if let Some(i) = self.late_aborts.iter().position(|x| *x == ref_itt) {
                     // Its status had gone out: for the initiator the task did not exist.
@@ -1671,13 +1942,17 @@ impl Core {
             }
             return defer(Act::StatusDone(host, task, Status::SUCCESS));
         }
+        let slot = match self.cmd_mut(task) {
+            Some(cmd) if cmd.status_sent => return,
+            Some(cmd) => std::mem::replace(&mut cmd.slot, Slot::None),
+            None => return defer(Act::StatusDone(host, task, Status::ABORTED)),
+        };
+        // The slot opens before the response is built, so the response carries it.
+        self.release(slot);
         let sn = self.target_sn();
         let Some(cmd) = self.cmd_mut(task) else {
-            return defer(Act::StatusDone(host, task, Status::ABORTED));
-        };
-        if cmd.status_sent {
             return;
-        }
+        };
         let moved = cmd.xfer.bytes_sent().max(cmd.xfer.bytes_received());
         let own_sense;
         let (status, sense) = match cmd.data_error {

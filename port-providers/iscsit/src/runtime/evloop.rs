@@ -30,6 +30,8 @@ pub enum Msg {
     Unlisten(u64),
     /// Take over a new connection.
     Adopt(Arc<Conn>),
+    /// Run [`Conn::on_wake`] (buffer memory came back, window slots to reopen).
+    Wake(Arc<Conn>),
     /// Close every connection and end the thread.
     Stop,
 }
@@ -112,7 +114,43 @@ enum Source {
     Conn(Arc<Conn>),
 }
 
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// One descriptor kept open so that, when the process runs out, a pending connection can
+/// still be accepted and closed instead of waiting in the backlog (the classic
+/// reserve-descriptor trick): the initiator is told no at once, and existing sessions
+/// keep their descriptors.
+struct Spare(Option<std::fs::File>);
+
+impl Spare {
+    fn open() -> Spare {
+        Spare(std::fs::File::open("/dev/null").ok())
+    }
+
+    /// Accepts and closes one pending connection; false when there is none or the
+    /// reserve is gone.
+    fn refuse_one(&mut self, l: &TcpListener, rt: &Runtime) -> bool {
+        if self.0.take().is_none() {
+            return false;
+        }
+        let refused = match l.accept() {
+            Ok((stream, peer)) => {
+                drop(stream);
+                rt.admission
+                    .refuse(super::admission::Refusal::Descriptors, peer.ip());
+                true
+            }
+            Err(_) => false,
+        };
+        *self = Spare::open();
+        refused
+    }
+}
+
 fn run(mut poll: Poll, shared: Arc<Shared>, rt: Weak<Runtime>) {
+    let mut spare = Spare::open();
     let mut events = Events::with_capacity(256);
     let mut sources: HashMap<Token, Source> = HashMap::new();
     let mut next_token = 1usize;
@@ -168,6 +206,7 @@ fn run(mut poll: Poll, shared: Arc<Shared>, rt: Weak<Runtime>) {
                                 }
                             }
                         }
+                        Msg::Wake(c) => c.on_wake(),
                         Msg::Stop => {
                             for s in sources.values() {
                                 if let Source::Conn(c) = s {
@@ -189,6 +228,14 @@ fn run(mut poll: Poll, shared: Arc<Shared>, rt: Weak<Runtime>) {
                         },
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if out_of_descriptors(&e) => {
+                            // The backlog would keep the connection waiting: take it with
+                            // the reserve descriptor and close it at once.
+                            let Some(rt) = rt.upgrade() else { return };
+                            if !spare.refuse_one(l, &rt) {
+                                break;
+                            }
+                        }
                         Err(e) => {
                             tracing::warn!("iscsit: accept failed: {e}");
                             break;

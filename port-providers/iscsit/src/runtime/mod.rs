@@ -5,9 +5,11 @@
 //! - `conn`: one connection: login, full feature phase, the port entry points;
 //! - `session`: a session, its connections and its CmdSN window;
 //! - `target`: a target node and its `Port` implementation;
-//! - `pool`: the per-connection data buffer store;
+//! - `pool`: the per-connection data buffer store and the buffer budgets;
+//! - `admission`: connection caps (in login, per source, overall);
 //! - `deferred`: calls into the core made once no lock is held.
 
+pub mod admission;
 pub mod conn;
 pub mod deferred;
 pub mod evloop;
@@ -16,13 +18,16 @@ pub mod session;
 pub mod target;
 
 use crate::config::{IscsitConfig, TargetConfig, DEFAULT_TPG_TAG};
+use crate::limits::{physical_memory, Limits};
 use crate::login::{default_local_config, SessionKey};
 use crate::names::IscsiName;
+use admission::Admission;
 use conn::{Conn, Gone, Keepalive};
 use deferred::Frame;
 use evloop::{Loops, Msg};
 use idm::keys::{Digest, LocalConfig};
 use plugins_sdk::Host;
+use pool::Budget;
 use session::Session;
 use std::collections::HashMap;
 use std::io;
@@ -35,9 +40,6 @@ use target::Target;
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
-
-/// Commands a session may have outstanding (MaxCmdSN − ExpCmdSN + 1).
-pub const WINDOW_DEPTH: u32 = 128;
 
 /// A listening portal.
 struct Listener {
@@ -56,11 +58,16 @@ pub struct Runtime {
     listeners: Mutex<Vec<Listener>>,
     loops: OnceLock<Loops>,
     next_id: AtomicU64,
+    /// Data buffer memory of every connection together (`buffer_memory`).
+    pub buffers: Arc<Budget>,
+    /// Connection counts and refusals.
+    pub admission: Arc<Admission>,
 }
 
 impl Runtime {
     /// Starts the event loops (no portals yet).
     pub fn start(host: Host, config: IscsitConfig) -> io::Result<Arc<Runtime>> {
+        let budget = config.defaults.limits.buffer_budget(physical_memory());
         let rt = Arc::new(Runtime {
             host,
             config: RwLock::new(config),
@@ -70,6 +77,8 @@ impl Runtime {
             listeners: Mutex::new(Vec::new()),
             loops: OnceLock::new(),
             next_id: AtomicU64::new(1),
+            buffers: Arc::new(Budget::new(budget)),
+            admission: Arc::new(Admission::default()),
         });
         let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         let loops = Loops::start(n, Arc::downgrade(&rt))?;
@@ -97,7 +106,14 @@ impl Runtime {
 
     /// Replaces the configuration.
     pub fn set_config(&self, cfg: IscsitConfig) {
+        self.buffers
+            .set_limit(cfg.defaults.limits.buffer_budget(physical_memory()));
         *self.config.write().unwrap_or_else(PoisonError::into_inner) = cfg;
+    }
+
+    /// The resource limits in force (connections cache them and refresh on ticks).
+    pub fn limits(&self) -> Limits {
+        self.config_read().defaults.limits
     }
 
     /// The operational key policy of a login to `target` (`None`: discovery): its digest
@@ -134,11 +150,6 @@ impl Runtime {
                 .find(|(k, _)| *k == "TargetName")
                 .and_then(|(_, v)| IscsiName::parse_lenient(v).ok())
         })
-    }
-
-    /// Commands a session may have outstanding.
-    pub fn window_depth(&self) -> u32 {
-        WINDOW_DEPTH
     }
 
     /// Keepalive settings of a connection to `target` (`None`: discovery); `None` when
@@ -304,7 +315,12 @@ impl Runtime {
     }
 
     /// A loop accepted `stream` from `peer`.
+    /// Connections over a cap are closed at once (see `admission`).
     pub fn accept(self: &Arc<Self>, stream: mio::net::TcpStream, peer: SocketAddr) {
+        let limits = self.limits();
+        let Ok(ticket) = self.admission.admit(peer.ip(), &limits) else {
+            return;
+        };
         let local = match stream.local_addr() {
             Ok(a) => a,
             Err(e) => {
@@ -314,9 +330,18 @@ impl Runtime {
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(conn = id, %peer, %local, "iSCSI connection accepted");
-        let conn = Conn::new(id, self, stream, local, peer);
+        let Some(loops) = self.loops() else {
+            return;
+        };
+        let i = loops.pick();
+        let conn = Conn::new(id, self, stream, local, peer, ticket, &limits, i);
+        loops.send(i, Msg::Adopt(conn));
+    }
+
+    /// Asks the loop of `conn` to run [`Conn::on_wake`] (from any thread, any lock).
+    pub fn wake(&self, conn: &Arc<Conn>) {
         if let Some(loops) = self.loops() {
-            loops.send(loops.pick(), Msg::Adopt(conn));
+            loops.send(conn.loop_index(), Msg::Wake(Arc::clone(conn)));
         }
     }
 

@@ -2,8 +2,10 @@
 //! (MC/S) and the command window they share.
 
 use super::conn::Conn;
+use super::pool::{Account, Budget, OwnedBuf};
 use super::target::Target;
 use crate::ffp::{Admit, CmdWindow};
+use crate::limits::Limits;
 use crate::login::SessionKey;
 use idm::keys::NegotiatedParams;
 use idm::pdu::{Cdb, Pdu};
@@ -24,8 +26,22 @@ pub struct HeldPdu {
     pub pdu: Pdu,
     /// The whole CDB of a SCSI Command.
     pub cdb: Option<Cdb>,
-    /// Its data segment.
-    pub data: Vec<u8>,
+    /// Its data segment, in a buffer of the connection's store (budgeted); `None` with
+    /// `len > 0` when the budget had no room for it (the command is answered BUSY).
+    pub data: Option<OwnedBuf>,
+    /// Length of the data segment.
+    pub len: usize,
+}
+
+/// What a command holds of its session until it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Nothing (already given back, or never taken).
+    None,
+    /// A slot of the CmdSN window.
+    Window,
+    /// One of the immediate commands allowed beside the window.
+    Immediate,
 }
 
 struct Window {
@@ -50,10 +66,15 @@ pub struct Session {
     window: Mutex<Window>,
     conns: Mutex<Vec<Arc<Conn>>>,
     closing: AtomicBool,
+    /// The session's share of the buffer memory.
+    pub account: Arc<Account>,
+    global: Arc<Budget>,
 }
 
 impl Session {
-    /// A session whose first command will carry `cmd_sn`.
+    /// A session whose first command will carry `cmd_sn`, with the window and buffer
+    /// budget of `limits`, charging `global` too.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         tsih: u16,
         key: SessionKey,
@@ -61,7 +82,8 @@ impl Session {
         handle: Option<SessionHandle>,
         params: NegotiatedParams,
         cmd_sn: u32,
-        depth: u32,
+        limits: &Limits,
+        global: Arc<Budget>,
     ) -> Self {
         Self {
             tsih,
@@ -71,11 +93,13 @@ impl Session {
             initiator_alias: params.initiator_alias.clone().unwrap_or_default(),
             params,
             window: Mutex::new(Window {
-                win: CmdWindow::new(cmd_sn, depth),
+                win: CmdWindow::new(cmd_sn, limits.cmd_window, limits.max_immediate_commands),
                 held: BTreeMap::new(),
             }),
             conns: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
+            account: Account::new(limits.session_buffer_memory),
+            global,
         }
     }
 
@@ -89,7 +113,8 @@ impl Session {
         lock(&self.window).win
     }
 
-    /// Classifies a command PDU and, when it is in order, advances the window.
+    /// Classifies a command PDU and, when it is in order, advances the window (the
+    /// command takes its slot; an immediate one takes one of the immediate slots).
     pub fn admit(&self, cmd_sn: u32, immediate: bool) -> Admit {
         let mut w = lock(&self.window);
         let a = w.win.admit(cmd_sn, immediate);
@@ -97,6 +122,38 @@ impl Session {
             w.win.advance();
         }
         a
+    }
+
+    /// A command is done with its `slot`. A window slot opens again at once unless the
+    /// session is short of buffer memory; then it is owed, and the account calls back
+    /// (see [`Session::reopen`]) when memory is free again.
+    pub fn release(&self, slot: Slot) {
+        match slot {
+            Slot::None => {}
+            Slot::Immediate => lock(&self.window).win.release_immediate(),
+            Slot::Window => {
+                let pressed = self.account.pressed(&self.global);
+                lock(&self.window).win.release(!pressed);
+                if pressed {
+                    self.account.wait();
+                    // Memory may have come back between the check and the wait.
+                    if !self.account.pressed(&self.global) {
+                        self.reopen();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opens the window slots owed under memory pressure; true when MaxCmdSN moved (the
+    /// caller then tells the initiator, e.g. with a NOP-In).
+    pub fn reopen(&self) -> bool {
+        lock(&self.window).win.reopen()
+    }
+
+    /// True while the session is short of buffer memory.
+    pub fn pressed(&self) -> bool {
+        self.account.pressed(&self.global)
     }
 
     /// Keeps a PDU that arrived ahead of a gap (a second one with the same CmdSN is
