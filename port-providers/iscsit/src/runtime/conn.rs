@@ -206,6 +206,9 @@ pub const MAX_DBUF: u32 = 1 << 20;
 /// a flood of small answers is bounded too).
 const FRAME_COST: usize = 128;
 
+/// ITTs remembered as aborted after their status went out (for ABORT TASK answers).
+const MAX_LATE_ABORTS: usize = 64;
+
 fn next_tag(t: &mut u32) -> u32 {
     let v = *t;
     *t = t.wrapping_add(1);
@@ -2006,6 +2009,11 @@ impl Core {
             // An ABORT TASK naming it answers TASK DOES NOT EXIST.
             let itt = task.tag() as u32;
             if !self.late_aborts.contains(&itt) {
+                // Only ABORT TASK consumes an entry (a LUN RESET leaves its own): keep
+                // the latest few.
+                if self.late_aborts.len() >= MAX_LATE_ABORTS {
+                    self.late_aborts.remove(0);
+                }
                 self.late_aborts.push(itt);
             }
             return AbortOutcome::Pending;
