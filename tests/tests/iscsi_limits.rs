@@ -196,9 +196,24 @@ fn a_stalled_login_is_dropped() {
         closed_within(&mut half, Duration::from_secs(3)),
         "a half login"
     );
-    // A client that logs in promptly is not affected.
-    let i = logged_in(&s, &LoginOpts::normal());
-    drop(i);
+    // A client that logs in promptly is not affected, and its session's buffers are
+    // accounted.
+    let mut i = logged_in(&s, &LoginOpts::normal());
+    let mut read10 = [0u8; 10];
+    read10[0] = 0x28;
+    read10[8] = 8;
+    assert_eq!(i.scsi(&read10, 4096, &[], None).status, 0);
+    // The buffer goes back once its last Data-In has left the socket.
+    let settled = rstmf_tests::wait_until(Duration::from_secs(5), || {
+        control(&s.h, r#"{"op":"list-resources"}"#)["sessions"][0]["buffers_out"] == 0
+    });
+    assert!(settled, "the read's buffer came back");
+    let r = control(&s.h, r#"{"op":"list-resources"}"#);
+    assert_eq!(r["connections"]["open"], 1, "{r}");
+    let sess = &r["sessions"][0];
+    assert_eq!(sess["buffers_out"], 0, "{r}");
+    assert_eq!(sess["buffer_memory"], 4096, "the cached 4 KiB buffer: {r}");
+    assert_eq!(r["buffer_memory"]["used"], 4096, "{r}");
 }
 
 /// Connections in login are capped per source address; one over the cap is closed at
@@ -206,7 +221,7 @@ fn a_stalled_login_is_dropped() {
 #[test]
 fn logins_per_source_are_capped() {
     let s =
-        Setup::with_defaults(r#"{"limits":{"max_login_per_source":2,"max_login_connections":2}}"#);
+        Setup::with_defaults(r#"{"limits":{"max_login_per_source":2,"max_login_connections":8}}"#);
     let held: Vec<TcpStream> = (0..2)
         .map(|_| TcpStream::connect(s.portal).expect("connect"))
         .collect();
@@ -222,6 +237,9 @@ fn logins_per_source_are_capped() {
         started.elapsed() < Duration::from_secs(1),
         "closed at once, not after a timeout"
     );
+    let r = control(&s.h, r#"{"op":"list-resources"}"#);
+    assert_eq!(r["refused"]["max_login_per_source"], 1, "{r}");
+    assert_eq!(r["connections"]["in_login"], 2, "{r}");
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
     let i = logged_in(&s, &LoginOpts::normal());

@@ -143,6 +143,7 @@ enum Request {
         limits: Option<serde_json::Map<String, Value>>,
     },
     ListDefaults,
+    ListResources,
 }
 
 fn name_of(s: &str) -> Result<IscsiName, String> {
@@ -240,6 +241,45 @@ impl IscsitProvider {
             "nop_interval_ms": d.nop_interval_ms,
             "nop_timeout_ms": d.nop_timeout_ms,
             "limits": d.limits,
+        })
+    }
+
+    /// What the limits hold now: buffer memory, connections, refusals.
+    fn resources_json(&self) -> Value {
+        let rt = &self.rt;
+        let b = &rt.buffers;
+        let (open, login) = rt.admission.counts();
+        let [conns, logins, source, fds] = rt.admission.refused();
+        let sessions: Vec<Value> = rt
+            .sessions()
+            .iter()
+            .map(|s| {
+                let a = &s.account;
+                json!({
+                    "tsih": s.tsih,
+                    "initiator": s.key.initiator.as_str(),
+                    "buffer_memory": a.memory.used(),
+                    "buffers_out": a.out(),
+                    "buffer_memory_limit": a.memory.limit(),
+                    "buffer_refusals": a.memory.refused(),
+                })
+            })
+            .collect();
+        json!({
+            "buffer_memory": {
+                "used": b.used(),
+                "limit": b.limit(),
+                "peak": b.peak(),
+                "refused": b.refused(),
+            },
+            "connections": {"open": open, "in_login": login},
+            "refused": {
+                "max_connections": conns,
+                "max_login_connections": logins,
+                "max_login_per_source": source,
+                "descriptors": fds,
+            },
+            "sessions": sessions,
         })
     }
 
@@ -751,6 +791,7 @@ impl IscsitProvider {
                 Ok(reply)
             }
             Request::ListDefaults => Ok(Self::defaults_json(&self.cfg())),
+            Request::ListResources => Ok(self.resources_json()),
         }
     }
 }

@@ -146,6 +146,9 @@ enum Cmd {
     },
     /// Show the global defaults.
     ListDefaults,
+    /// Show what the resource limits hold now: buffer memory (all sessions and each),
+    /// connections open and in login, connections refused by reason.
+    ListResources,
 }
 
 /// Options of create-target and modify-target.
@@ -559,6 +562,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             (m, Show::Nothing)
         }
         Cmd::ListDefaults => (obj(json!({"op": "list-defaults"})), Show::Defaults),
+        Cmd::ListResources => (obj(json!({"op": "list-resources"})), Show::Resources),
     };
     let mut c = Client::connect(&cli.global.socket)?;
     let reply = control(&mut c, req)?;
@@ -576,6 +580,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Show::Tpgs(v) => print_tpgs(&reply, v),
         Show::Initiators(v) => print_initiators(&reply, v),
         Show::Defaults => print_defaults(&reply),
+        Show::Resources => print_resources(&reply),
     }
     Ok(())
 }
@@ -595,6 +600,7 @@ enum Show {
     Tpgs(bool),
     Initiators(bool),
     Defaults,
+    Resources,
 }
 
 /// Width of the name column: the longest `name`, at least 48 (an IQN's usual length).
@@ -795,6 +801,50 @@ fn print_initiators(reply: &Value, verbose: bool) {
                 ("chapsecret", set_or_unset(i.get("chap_secret_set")).into()),
             ]);
         }
+    }
+}
+
+fn print_resources(reply: &Value) {
+    let n = |v: Option<&Value>| v.and_then(Value::as_u64).unwrap_or(0);
+    let mib = |v: Option<&Value>| format!("{:.1} MiB", n(v) as f64 / f64::from(1u32 << 20));
+    let b = &reply["buffer_memory"];
+    println!("iSCSI Target Resources:\n");
+    let rows = [
+        (
+            "buffer-memory",
+            format!("{} of {}", mib(b.get("used")), mib(b.get("limit"))),
+        ),
+        ("buffer-memory-peak", mib(b.get("peak"))),
+        ("buffer-refusals", n(b.get("refused")).to_string()),
+        (
+            "connections",
+            n(reply["connections"].get("open")).to_string(),
+        ),
+        (
+            "connections-in-login",
+            n(reply["connections"].get("in_login")).to_string(),
+        ),
+    ];
+    for (k, v) in rows {
+        let k = format!("{k}:");
+        println!("{k:<24}{v}");
+    }
+    if let Some(Value::Object(r)) = reply.get("refused") {
+        println!("refused:");
+        for (k, v) in r {
+            let k = format!("{k}:");
+            println!("    {k:<28}{v}");
+        }
+    }
+    for s in list(reply, "sessions") {
+        println!(
+            "session {} {}: buffers {} out, {} held of {}",
+            n(s.get("tsih")),
+            cli::value_label(&s["initiator"]),
+            mib(s.get("buffers_out")),
+            mib(s.get("buffer_memory")),
+            mib(s.get("buffer_memory_limit")),
+        );
     }
 }
 
