@@ -15,6 +15,7 @@ pub mod pool;
 pub mod session;
 pub mod target;
 
+use crate::auth::{AuthStats, AuthThrottle, ThrottleConfig};
 use crate::config::{IscsitConfig, TargetConfig, DEFAULT_TPG_TAG};
 use crate::login::{default_local_config, SessionKey};
 use crate::names::IscsiName;
@@ -56,6 +57,8 @@ pub struct Runtime {
     listeners: Mutex<Vec<Listener>>,
     loops: OnceLock<Loops>,
     next_id: AtomicU64,
+    /// Failed-authentication accounting and throttling (all portals).
+    auth: Mutex<AuthThrottle>,
 }
 
 impl Runtime {
@@ -70,6 +73,7 @@ impl Runtime {
             listeners: Mutex::new(Vec::new()),
             loops: OnceLock::new(),
             next_id: AtomicU64::new(1),
+            auth: Mutex::new(AuthThrottle::new()),
         });
         let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         let loops = Loops::start(n, Arc::downgrade(&rt))?;
@@ -103,8 +107,12 @@ impl Runtime {
     /// The operational key policy of a login to `target` (`None`: discovery): its digest
     /// policy from the configuration.
     pub fn local_config(&self, target: Option<&IscsiName>) -> LocalConfig {
+        Self::local_config_of(&self.config_read(), target)
+    }
+
+    /// [`Runtime::local_config`] from `cfg` (for callers holding the configuration).
+    pub fn local_config_of(cfg: &IscsitConfig, target: Option<&IscsiName>) -> LocalConfig {
         let required = {
-            let cfg = self.config_read();
             let t = target.and_then(|n| cfg.target(n));
             cfg.digests_of(t).required()
         };
@@ -136,6 +144,27 @@ impl Runtime {
         })
     }
 
+    /// The throttle's knobs now.
+    pub fn throttle_config(&self) -> ThrottleConfig {
+        self.throttle_config_of(&self.config_read())
+    }
+
+    /// The throttle's knobs of `cfg`.
+    pub fn throttle_config_of(&self, cfg: &IscsitConfig) -> ThrottleConfig {
+        ThrottleConfig::from_limits(&cfg.defaults.limits)
+    }
+
+    /// The failed-authentication table (see [`crate::auth`]).
+    pub fn auth_throttle(&self) -> MutexGuard<'_, AuthThrottle> {
+        lock(&self.auth)
+    }
+
+    /// `list-auth-stats`.
+    pub fn auth_stats(&self) -> AuthStats {
+        let cfg = self.throttle_config();
+        self.auth_throttle().stats(&cfg, std::time::Instant::now())
+    }
+
     /// Commands a session may have outstanding.
     pub fn window_depth(&self) -> u32 {
         WINDOW_DEPTH
@@ -155,7 +184,15 @@ impl Runtime {
     /// The portal group tag of a connection on `local` for a login to `target` (`None`:
     /// discovery): the group of the target's that has the portal, 0 when none has it.
     pub fn portal_group_for(&self, local: SocketAddr, target: Option<&IscsiName>) -> u16 {
-        let cfg = self.config_read();
+        Self::portal_group_of(&self.config_read(), local, target)
+    }
+
+    /// [`Runtime::portal_group_for`] from `cfg` (for callers holding the configuration).
+    pub fn portal_group_of(
+        cfg: &IscsitConfig,
+        local: SocketAddr,
+        target: Option<&IscsiName>,
+    ) -> u16 {
         let serves = |tag: u16| {
             cfg.portals_of(tag).iter().any(|p| {
                 p.addr().port() == local.port() && (p.is_wildcard() || same_ip(p.addr(), local))

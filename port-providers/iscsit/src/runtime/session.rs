@@ -3,6 +3,7 @@
 
 use super::conn::Conn;
 use super::target::Target;
+use crate::auth::Identity;
 use crate::ffp::{Admit, CmdWindow};
 use crate::login::SessionKey;
 use idm::keys::NegotiatedParams;
@@ -47,6 +48,8 @@ pub struct Session {
     pub params: NegotiatedParams,
     /// InitiatorAlias.
     pub initiator_alias: String,
+    /// What the leading login established about the initiator name.
+    pub identity: Identity,
     window: Mutex<Window>,
     conns: Mutex<Vec<Arc<Conn>>>,
     closing: AtomicBool,
@@ -69,6 +72,7 @@ impl Session {
             target,
             handle,
             initiator_alias: params.initiator_alias.clone().unwrap_or_default(),
+            identity: Identity::Trusted,
             params,
             window: Mutex::new(Window {
                 win: CmdWindow::new(cmd_sn, depth),
@@ -77,6 +81,12 @@ impl Session {
             conns: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
         }
+    }
+
+    /// The session with the identity its leading login established.
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// True for a discovery session.
