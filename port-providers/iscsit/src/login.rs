@@ -20,9 +20,16 @@
 //! What the machine does, in order, for each request:
 //! - header checks: version (0x0205), then ISID, TSIH, CID and versions must not
 //!   change; CSG must be the current stage (0x0200); non-Login PDUs are 0x020B;
-//! - continuation: a request with C=1 is acknowledged with an empty response and its
-//!   text accumulated; a response longer than 8192 bytes is sent in parts with C=1,
-//!   each pulled by an empty request;
+//! - a source throttled after failed authentications ([`LoginHost::auth_throttled`])
+//!   is refused (0x0201) before its first request is looked at;
+//! - continuation: a request with C=1 (and T=0: both is 0x0200) is acknowledged with
+//!   an empty T=0 response and its text accumulated, wherever the split falls; a
+//!   response longer than 8192 bytes is sent in parts with C=1, each pulled by an
+//!   empty request;
+//! - each key once per login (RFC 7143 §6.3): a key sent again in a later request is
+//!   0x0200, except unchanged repeats of InitiatorName, InitiatorAlias, TargetName
+//!   and SessionType; a declared number out of range is 0x0200, a negotiated one is
+//!   answered Reject;
 //! - the first complete text: InitiatorName (0x0207 if missing), SessionType
 //!   (0x0209 if unknown), TargetName for Normal sessions (0x0207 if missing, 0x0203
 //!   unknown or not served on this portal group, 0x0301 offline, 0x0204 removed,
@@ -32,12 +39,17 @@
 //!   (0x020A) and have room for the connection (0x0206);
 //! - security stage: AuthMethod chosen from the target's policy (CHAP or None; no
 //!   acceptable method or skipping a required security stage is 0x0201), then the
-//!   CHAP exchange of [`crate::chap`]; the target leaves the stage only when
+//!   CHAP exchange of [`crate::chap`] against the one account
+//!   [`IscsitConfig::chap_account`] allows for the name (its own context, proving it,
+//!   or a shared account, proving nothing: [`Identity`]); a name that is not proven
+//!   passes no ACL entry (0x0202); the target leaves the stage only when
 //!   authentication is complete;
 //! - operational stage: [`idm::keys::negotiate_all`] with the target's
 //!   [`LocalConfig`]; the target declares its MaxRecvDataSegmentLength once, and when
 //!   the initiator asks to leave, offers the keys it left out whose RFC default the
 //!   target cannot accept, waiting for their answers before it transits;
+//! - joining or replacing a session whose name was proven needs a login that proves
+//!   it again (0x0201);
 //! - the final response carries the new TSIH from [`LoginHost::allocate_tsih`]
 //!   (0x0302 when none is left).
 //!

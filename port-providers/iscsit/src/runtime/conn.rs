@@ -734,7 +734,18 @@ impl ConnSt {
                 self.send_login(ctx, &p.header, &p.data);
             }
             LoginStep::Fail(p, err) => {
-                tracing::info!(conn = ctx.conn.id, peer = %ctx.conn.peer, error = %err, "iSCSI login refused");
+                // Failed CHAP is logged, rate-limited, by `auth_failed`; a throttled
+                // source gets no line per attempt.
+                let quiet = matches!(
+                    err,
+                    crate::login::LoginError::Throttled
+                        | crate::login::LoginError::Authentication(_)
+                );
+                if quiet {
+                    tracing::debug!(conn = ctx.conn.id, peer = %ctx.conn.peer, error = %err, "iSCSI login refused");
+                } else {
+                    tracing::info!(conn = ctx.conn.id, peer = %ctx.conn.peer, error = %err, "iSCSI login refused");
+                }
                 self.send_login(ctx, &p.header, &p.data);
                 self.c.gone_after_flush(Gone::Failed);
             }
