@@ -7,10 +7,11 @@
 //! [`LocalConfig`]; [`negotiate_all`] answers a whole text in dependency order and
 //! records outcomes in [`NegotiatedParams`].
 
+use std::collections::HashSet;
 use std::fmt;
 
 use crate::pdu::{Digests, LoginStatus, RejectReason, Stage};
-use crate::text::is_text_value;
+use crate::text::{is_text_value, DEFAULT_TEXT_CAP};
 
 /// Every key this implementation knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -719,6 +720,27 @@ pub enum KeyError {
         /// The answer received.
         answer: String,
     },
+    /// A declaration (no answer expected) whose number is outside the key's range: it
+    /// cannot be refused with `Reject`, and going on with the default would use a limit
+    /// the peer did not declare.
+    #[error("{key}={value} is outside the legal range {min}..={max}")]
+    OutOfRange {
+        /// The key.
+        key: &'static str,
+        /// The value received.
+        value: String,
+        /// Smallest legal value.
+        min: u64,
+        /// Largest legal value.
+        max: u64,
+    },
+    /// A key sent again in a later request of the same login (RFC 7143 §6.3: a
+    /// parameter is declared or negotiated at most once per login).
+    #[error("{0} was already declared or negotiated in this login")]
+    Renegotiated(String),
+    /// More distinct keys in one login than [`MAX_LOGIN_KEY_BYTES`] of names.
+    #[error("more than {MAX_LOGIN_KEY_BYTES} bytes of distinct key names in one login")]
+    TooManyKeys,
 }
 
 impl KeyError {
@@ -878,7 +900,14 @@ pub fn negotiate(
             let agreed = match def.ty {
                 T::Numeric { min, max } => match parse_number(value) {
                     Some(n) if (min..=max).contains(&n) => Value::Number(n),
-                    _ => return reject,
+                    _ => {
+                        return Err(KeyError::OutOfRange {
+                            key: def.name,
+                            value: value.chars().take(32).collect(),
+                            min,
+                            max,
+                        })
+                    }
                 },
                 T::Enum(allowed) if allowed.contains(&value) => Value::Text(value.to_owned()),
                 T::IscsiName if is_iscsi_name(value) => Value::Text(value.to_owned()),
@@ -949,6 +978,49 @@ pub fn negotiate_all<'a>(
             Some(r) => Some((k, r)),
         })
         .collect())
+}
+
+/// Most bytes of distinct key names one login may carry (the keys of a login are
+/// remembered to detect renegotiation; a peer cannot make the log grow past this).
+pub const MAX_LOGIN_KEY_BYTES: usize = DEFAULT_TEXT_CAP;
+
+/// The keys a peer has sent so far in one login: RFC 7143 §6.3 lets a key be declared
+/// or negotiated once per login (the exceptions, such as the declarations some
+/// initiators repeat, are the caller's to drop first).
+#[derive(Debug, Clone, Default)]
+pub struct KeyLog {
+    seen: HashSet<String>,
+    bytes: usize,
+}
+
+impl KeyLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the keys of one whole request text (one text's own duplicates are the
+    /// parser's to catch). A key the log holds already is [`KeyError::Renegotiated`];
+    /// over [`MAX_LOGIN_KEY_BYTES`] of names is [`KeyError::TooManyKeys`]. Nothing is
+    /// recorded when an error is returned.
+    pub fn record<'a>(&mut self, keys: impl IntoIterator<Item = &'a str>) -> Result<(), KeyError> {
+        let keys: Vec<&str> = keys.into_iter().collect();
+        if let Some(k) = keys.iter().find(|k| self.seen.contains(**k)) {
+            return Err(KeyError::Renegotiated((*k).to_owned()));
+        }
+        let added: usize = keys.iter().map(|k| k.len()).sum();
+        if self.bytes + added > MAX_LOGIN_KEY_BYTES {
+            return Err(KeyError::TooManyKeys);
+        }
+        self.bytes += added;
+        self.seen.extend(keys.into_iter().map(str::to_owned));
+        Ok(())
+    }
+
+    /// True when `key` was recorded.
+    pub fn contains(&self, key: &str) -> bool {
+        self.seen.contains(key)
+    }
 }
 
 /// Checks the peer's answer to a key we offered and returns the outcome: `None`

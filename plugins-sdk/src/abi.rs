@@ -14,7 +14,7 @@ use core::ffi::c_void;
 
 /// Version of this ABI. Bumped on any incompatible change; the core refuses a provider whose
 /// root module carries another value.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// First eight bytes of every [`ProviderRoot`]: `b"RSTMFPRV"` as a little-endian `u64`.
 pub const ROOT_MAGIC: u64 = u64::from_le_bytes(*b"RSTMFPRV");
@@ -573,6 +573,18 @@ pub struct SessionRegistration {
     pub alias: RStr,
     /// SPC TransportID of the initiator port (may be empty).
     pub transport_id: RStr,
+    /// [`session_flags`] bits; unknown bits are refused with `INVALID_ARG`.
+    pub flags: u32,
+}
+
+/// Flags of [`SessionRegistration::flags`].
+pub mod session_flags {
+    /// The port did not prove the initiator name (e.g. iSCSI CHAP with an account shared
+    /// by several hosts): the core maps only the views for all host groups to the
+    /// session, never those of a host group the name is a member of.
+    pub const NAME_UNPROVEN: u32 = 1 << 0;
+    /// Every flag this ABI version defines.
+    pub const ALL: u32 = NAME_UNPROVEN;
 }
 
 /// Services the core offers to providers. The table is passed to [`ProviderRoot::create`] and

@@ -113,10 +113,23 @@ impl Host {
         alias: &str,
         transport_id: &str,
     ) -> Result<SessionHandle, Status> {
+        self.register_session_with_flags(lport, initiator, alias, transport_id, 0)
+    }
+
+    /// Registers an I_T nexus with [`crate::abi::session_flags`] (e.g. `NAME_UNPROVEN`).
+    pub fn register_session_with_flags(
+        &self,
+        lport: LportHandle,
+        initiator: &str,
+        alias: &str,
+        transport_id: &str,
+        flags: u32,
+    ) -> Result<SessionHandle, Status> {
         let reg = SessionRegistration {
             initiator: RStr::new(initiator),
             alias: RStr::new(alias),
             transport_id: RStr::new(transport_id),
+            flags,
         };
         let mut out = SessionHandle(core::ptr::null());
         // SAFETY: reg and out are valid for the call.

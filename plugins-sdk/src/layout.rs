@@ -193,7 +193,8 @@ pub static ABI_LAYOUTS: [LayoutEntry; 15] = [
     layout!(SessionRegistration {
         initiator: RStr,
         alias: RStr,
-        transport_id: RStr
+        transport_id: RStr,
+        flags: u32
     }),
     layout!(HostApi {
         abi_version: u32,

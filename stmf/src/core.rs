@@ -178,8 +178,13 @@ impl CoreInner {
         lus: &BTreeMap<Guid, Arc<LuEntry>>,
         s: &SessionCore,
     ) -> Arc<LunMap> {
-        let entries = views
-            .lun_map(&s.initiator, &s.lport.name)
+        // A name the port did not prove gets no host group's views.
+        let map = if s.name_unproven {
+            views.lun_map_any_host(&s.lport.name)
+        } else {
+            views.lun_map(&s.initiator, &s.lport.name)
+        };
+        let entries = map
             .into_iter()
             .map(|(lun, guid)| {
                 let lu = lus.get(&guid).cloned();
@@ -683,11 +688,13 @@ impl CoreInner {
                 reg.transport_id.as_str().into_owned(),
             )
         };
-        if ini.is_empty() {
+        if ini.is_empty() || reg.flags & !session_flags::ALL != 0 {
             return Err(Status::INVALID_ARG);
         }
         let id = NEXT_SESSION_ID.fetch_add(1, Relaxed);
-        let s = Arc::new(SessionCore::new(id, lp.clone(), ini, alias, tid));
+        let mut s = SessionCore::new(id, lp.clone(), ini, alias, tid);
+        s.name_unproven = reg.flags & session_flags::NAME_UNPROVEN != 0;
+        let s = Arc::new(s);
         {
             let views = lock(&self.views);
             let lus = read(&self.lus);
@@ -1201,6 +1208,7 @@ impl Stmf {
                         id: s.id,
                         initiator: s.initiator.clone(),
                         alias: s.alias.clone(),
+                        name_unproven: s.name_unproven,
                         luns: read(&s.map)
                             .inventory()
                             .into_iter()

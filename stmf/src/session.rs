@@ -37,6 +37,9 @@ pub(crate) struct SessionCore {
     pub itl_stats: Mutex<HashMap<Guid, Arc<IoStats>>>,
     /// Counters of commands the core answered itself (no LU).
     pub core_stats: Arc<IoStats>,
+    /// The port did not prove the initiator name (`session_flags::NAME_UNPROVEN`): only
+    /// views for all host groups apply.
+    pub name_unproven: bool,
 }
 
 impl SessionCore {
@@ -63,6 +66,7 @@ impl SessionCore {
             closing: AtomicBool::new(false),
             itl_stats: Mutex::new(HashMap::new()),
             core_stats: Arc::new(IoStats::default()),
+            name_unproven: false,
         }
     }
 

@@ -151,6 +151,9 @@ pub struct SessionInfo {
     pub initiator: String,
     /// Initiator alias.
     pub alias: String,
+    /// The port did not prove the initiator name: host-group views do not apply.
+    #[serde(default)]
+    pub name_unproven: bool,
     /// LUNs mapped for this nexus.
     pub luns: Vec<u16>,
 }

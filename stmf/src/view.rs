@@ -350,6 +350,23 @@ impl ViewStore {
         m
     }
 
+    /// The LUN map of a nexus whose initiator name is not proven: only the entries for
+    /// all host groups (and the target's groups), `(lun, guid)` sorted by LUN.
+    pub fn lun_map_any_host(&self, target: &str) -> Vec<(u16, Guid)> {
+        let tg = Self::group_of(&self.target_groups, target);
+        let mut m: Vec<(u16, Guid)> = self
+            .views
+            .values()
+            .flatten()
+            .filter(|e| e.host_group.is_none())
+            .filter(|e| e.target_group.is_none() || e.target_group.as_deref() == tg)
+            .map(|e| (e.lun, e.guid))
+            .collect();
+        m.sort();
+        m.dedup_by_key(|e| e.0);
+        m
+    }
+
     /// The persisted form (admin-set states are filled in by the core).
     pub fn export(&self) -> CoreConfig {
         CoreConfig {
@@ -432,6 +449,26 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Conflict);
         // auto LUN skips 5 for all-hosts entries
         assert_eq!(s.add_view(g(3), None, None, None).unwrap().lun, 0);
+    }
+
+    #[test]
+    fn an_unproven_name_gets_only_the_views_for_all_hosts() {
+        let mut s = ViewStore::default();
+        s.create_hg("hg1").unwrap();
+        s.add_hg_member("hg1", "iqn.a").unwrap();
+        s.create_tg("tg").unwrap();
+        s.add_tg_member("tg", "iqn.t").unwrap();
+        s.add_view(g(1), Some("hg1"), None, Some(5)).unwrap();
+        s.add_view(g(2), None, None, Some(0)).unwrap();
+        s.add_view(g(3), None, Some("tg"), Some(1)).unwrap();
+        s.add_view(g(4), Some("hg1"), Some("tg"), Some(2)).unwrap();
+        assert_eq!(
+            s.lun_map("iqn.a", "iqn.t"),
+            vec![(0, g(2)), (1, g(3)), (2, g(4)), (5, g(1))]
+        );
+        // The same name, not proven: nothing of hg1's, the target group still applies.
+        assert_eq!(s.lun_map_any_host("iqn.t"), vec![(0, g(2)), (1, g(3))]);
+        assert_eq!(s.lun_map_any_host("iqn.other"), vec![(0, g(2))]);
     }
 
     #[test]

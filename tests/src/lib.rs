@@ -863,6 +863,14 @@ impl TestTarget {
         self.session_with_transport_id(initiator, "")
     }
 
+    /// Registers a nexus with `plugins_sdk::abi::session_flags` and nothing else (the
+    /// port must be online); the handle is the core's to clean up at shutdown.
+    pub fn register_with_flags(&self, initiator: &str, flags: u32) -> Result<(), Status> {
+        self.host
+            .register_session_with_flags(self.handle.0, initiator, "", "", flags)
+            .map(|_| ())
+    }
+
     /// [`TestTarget::session`] with the TransportID the port reports for the initiator.
     pub fn session_with_transport_id(&self, initiator: &str, transport_id: &str) -> Session {
         let deadline = Instant::now() + Duration::from_secs(10);

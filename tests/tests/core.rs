@@ -4,7 +4,7 @@
 //! `target/<profile>/lib{example_ram_lu,faulty_lu,null_lu}.so` as the daemon would.
 
 use plugins_sdk::abi::ABI_VERSION;
-use plugins_sdk::{TmFunction, TmResponse};
+use plugins_sdk::{Status, TmFunction, TmResponse};
 use rstmf_tests::{cdb, CmdOptions, Harness, Session, OVERFLOW, UNDERFLOW};
 use std::time::{Duration, Instant};
 use stmf::{ErrorKind, Guid, ObjState, Settings};
@@ -1037,4 +1037,40 @@ fn null_lu_completes_everything_at_once() {
         .try_load("null-lu", r#"{"luns":0}"#)
         .expect_err("0 LUs");
     assert!(err.message.contains("luns"), "{err}");
+}
+
+#[test]
+fn a_session_whose_name_is_not_proven_gets_only_the_views_for_all_hosts() {
+    use plugins_sdk::abi::session_flags::NAME_UNPROVEN;
+    let h = Harness::new(Settings::default());
+    h.load("example-ram-lu");
+    let (all, grouped) = (h.create_ram_lu(1, 512), h.create_ram_lu(1, 512));
+    let st = h.stmf();
+    st.add_view(all, None, None, Some(0)).expect("view for all");
+    st.create_hg("hg").expect("hg");
+    st.add_hg_member("hg", "iqn.2026-11.org.rstmf:named")
+        .expect("member");
+    st.add_view(grouped, Some("hg"), None, Some(1))
+        .expect("view for hg");
+    let t = h.port("t.unproven");
+    let _proven = t.session("iqn.2026-11.org.rstmf:named");
+    t.register_with_flags("iqn.2026-11.org.rstmf:named", NAME_UNPROVEN)
+        .expect("register unproven");
+    // Unknown flags are refused.
+    assert_eq!(
+        t.register_with_flags("iqn.2026-11.org.rstmf:named", 1 << 7),
+        Err(Status::INVALID_ARG)
+    );
+    let info = st.list_targets();
+    let sessions = &info
+        .iter()
+        .find(|l| l.name == "t.unproven")
+        .expect("target")
+        .sessions;
+    let mut got: Vec<(bool, Vec<u16>)> = sessions
+        .iter()
+        .map(|s| (s.name_unproven, s.luns.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(got, [(false, vec![0, 1]), (true, vec![0])]);
 }

@@ -103,14 +103,35 @@ fn max_recv_data_segment_length_is_declarative() {
     p.apply(K::MaxRecvDataSegmentLength, n.agreed.as_ref().unwrap());
     assert_eq!(p.max_send_data_segment_length, 262_144);
     assert_eq!(p.max_recv_data_segment_length, 65536);
-    // Out of range declarations are refused.
+    // Out of range declarations cannot be answered Reject: they are protocol errors.
+    for bad in ["511", "16777216", "0", "0x1000000", "abc", ""] {
+        assert_eq!(
+            negotiate(&local, &op_ctx(), "MaxRecvDataSegmentLength", bad),
+            Err(KeyError::OutOfRange {
+                key: "MaxRecvDataSegmentLength",
+                value: bad.to_owned(),
+                min: 512,
+                max: (1 << 24) - 1,
+            }),
+            "{bad}"
+        );
+    }
+    for edge in ["512", "16777215", "0xffffff"] {
+        assert_eq!(
+            answer(&local, "MaxRecvDataSegmentLength", edge),
+            Reply::None,
+            "{edge}"
+        );
+    }
     assert_eq!(
-        answer(&local, "MaxRecvDataSegmentLength", "511"),
-        Reply::Reject
-    );
-    assert_eq!(
-        answer(&local, "MaxRecvDataSegmentLength", "16777216"),
-        Reply::Reject
+        KeyError::OutOfRange {
+            key: "MaxRecvDataSegmentLength",
+            value: "511".into(),
+            min: 512,
+            max: 16_777_215
+        }
+        .login_status(),
+        LoginStatus::INITIATOR_ERROR
     );
     // Allowed in full feature phase (Text negotiation) too.
     let ffp = NegContext::new(Stage::FullFeaturePhase, true, &p);
@@ -564,4 +585,76 @@ fn number_syntax() {
     assert_eq!(parse_number("18446744073709551616"), None);
     assert_eq!(parse_number("+1"), None);
     assert_eq!(parse_number(" 1"), None);
+}
+
+#[test]
+fn every_numeric_key_rejects_values_outside_its_range() {
+    // (key, smallest legal, largest legal), RFC 7143 §13 and RFC 7144.
+    let local = LocalConfig::default();
+    let ranges: &[(&str, u64, u64)] = &[
+        ("MaxConnections", 1, 65_535),
+        ("MaxBurstLength", 512, (1 << 24) - 1),
+        ("FirstBurstLength", 512, (1 << 24) - 1),
+        ("DefaultTime2Wait", 0, 3600),
+        ("DefaultTime2Retain", 0, 3600),
+        ("MaxOutstandingR2T", 1, 65_535),
+        ("ErrorRecoveryLevel", 0, 2),
+        ("iSCSIProtocolLevel", 0, 31),
+    ];
+    for &(key, min, max) in ranges {
+        if min > 0 {
+            assert_eq!(
+                answer(&local, key, &(min - 1).to_string()),
+                Reply::Reject,
+                "{key} below"
+            );
+        }
+        assert_eq!(
+            answer(&local, key, &(max + 1).to_string()),
+            Reply::Reject,
+            "{key} above"
+        );
+        for ok in [min, max] {
+            let r = answer(&local, key, &ok.to_string());
+            let n = match r {
+                Reply::Value(v) => parse_number(&v).unwrap(),
+                other => panic!("{key}={ok}: {other:?}"),
+            };
+            // The answer is the rule applied to a legal offer, never a clamp of an
+            // illegal one, and it is in range itself.
+            assert!((min..=max).contains(&n), "{key}={ok} -> {n}");
+        }
+    }
+}
+
+#[test]
+fn key_log_refuses_a_key_sent_twice_in_one_login() {
+    let mut log = KeyLog::new();
+    log.record(["HeaderDigest", "MaxBurstLength"]).unwrap();
+    log.record(["DataDigest"]).unwrap();
+    assert_eq!(
+        log.record(["ImmediateData", "MaxBurstLength"]),
+        Err(KeyError::Renegotiated("MaxBurstLength".into()))
+    );
+    // Nothing of a refused text is recorded.
+    assert!(!log.contains("ImmediateData"));
+    assert!(log.contains("DataDigest"));
+    assert_eq!(
+        KeyError::Renegotiated("X".into()).login_status(),
+        LoginStatus::INITIATOR_ERROR
+    );
+}
+
+#[test]
+fn key_log_is_bounded() {
+    let mut log = KeyLog::new();
+    let names: Vec<String> = (0..MAX_LOGIN_KEY_BYTES / 16)
+        .map(|i| format!("X-org.ex.K{i:06}"))
+        .collect();
+    assert!(names.iter().all(|n| n.len() == 16));
+    log.record(names.iter().map(String::as_str)).unwrap();
+    assert_eq!(
+        log.record(["X-org.ex.one-more"]),
+        Err(KeyError::TooManyKeys)
+    );
 }

@@ -19,6 +19,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+pub use crate::auth::Identity;
 use crate::limits::{LimitError, Limits};
 use crate::names::IscsiName;
 
@@ -41,6 +42,14 @@ pub struct ChapCredentials {
     /// CHAP secret.
     pub secret: Secret,
 }
+
+impl PartialEq for ChapCredentials {
+    fn eq(&self, other: &Self) -> bool {
+        self.user == other.user && self.secret.ct_eq(&other.secret)
+    }
+}
+
+impl Eq for ChapCredentials {}
 
 /// The target's own CHAP identity, used when the initiator asks the target to
 /// authenticate itself (mutual CHAP).
@@ -344,6 +353,14 @@ pub struct Defaults {
     /// The resource budget (docs/security.md).
     #[serde(default)]
     pub limits: Limits,
+    /// Authentication of discovery sessions (absent: [`Defaults::auth`], as before this
+    /// setting existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery_auth: Option<AuthPolicy>,
+    /// A CHAP account for discovery sessions of initiators that have no initiator
+    /// context of their own (LIO's discovery_auth). It proves no name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery_chap: Option<ChapCredentials>,
 }
 
 impl Default for Defaults {
@@ -357,6 +374,8 @@ impl Default for Defaults {
             nop_interval_ms: DEFAULT_NOP_INTERVAL_MS,
             nop_timeout_ms: DEFAULT_NOP_TIMEOUT_MS,
             limits: Limits::default(),
+            discovery_auth: None,
+            discovery_chap: None,
         }
     }
 }
@@ -552,6 +571,13 @@ impl IscsitConfig {
                 return Err(ConfigError::EmptyTpg(tpg.name.clone()));
             }
         }
+        if let Some(c) = &self.defaults.discovery_chap {
+            if !label_ok(&c.user) {
+                return Err(ConfigError::BadChapUser {
+                    owner: "the discovery account".into(),
+                });
+            }
+        }
         let mut initiators = HashSet::new();
         for ini in &self.initiators {
             if !initiators.insert(&ini.name) {
@@ -607,6 +633,11 @@ impl IscsitConfig {
             }
             let reused = t.chap.iter().any(|c| c.secret.ct_eq(&m.secret))
                 || self
+                    .defaults
+                    .discovery_chap
+                    .iter()
+                    .any(|c| c.secret.ct_eq(&m.secret))
+                || self
                     .initiators
                     .iter()
                     .filter_map(|i| i.chap_secret.as_ref())
@@ -633,12 +664,14 @@ impl IscsitConfig {
         self.tpgs.iter().find(|t| t.tag == tag)
     }
 
-    /// The authentication a login to `target` needs (`None`: a discovery session).
+    /// The authentication a login to `target` needs (`None`: a discovery session, which
+    /// follows [`Defaults::discovery_auth`], or [`Defaults::auth`] when that is unset).
     pub fn effective_auth(&self, target: Option<&TargetConfig>) -> AuthPolicy {
         match target.map(|t| t.auth) {
             Some(TargetAuth::None) => AuthPolicy::None,
             Some(TargetAuth::Chap) => AuthPolicy::Chap,
-            Some(TargetAuth::Default) | None => self.defaults.auth,
+            Some(TargetAuth::Default) => self.defaults.auth,
+            None => self.defaults.discovery_auth.unwrap_or(self.defaults.auth),
         }
     }
 
@@ -680,30 +713,36 @@ impl IscsitConfig {
         target.alias.as_deref().or(self.defaults.alias.as_deref())
     }
 
-    /// The CHAP accounts an initiator may prove it holds when logging in to
-    /// `target` (`None`: discovery): its initiator context (user defaults to its
-    /// name), then the target's own account.
-    pub fn chap_accounts<'a>(
+    /// The one CHAP account a login of `initiator` to `target` (`None`: discovery) may
+    /// prove it holds, and what proving it establishes (docs/security.md,
+    /// "Authentication"):
+    ///
+    /// - the initiator's own context, when it has a secret: only that secret, and it
+    ///   proves the name ([`Identity::Proven`]); no shared account is tried for a name
+    ///   that has its own secret;
+    /// - otherwise the target's account (the defaults' discovery account for discovery
+    ///   sessions): it shows the host knows a shared secret, not who it is
+    ///   ([`Identity::SharedSecret`]).
+    pub fn chap_account<'a>(
         &'a self,
         initiator: &'a IscsiName,
         target: Option<&'a TargetConfig>,
-    ) -> Vec<crate::chap::ChapAccount<'a>> {
-        let mut out = Vec::new();
+    ) -> Option<(crate::chap::ChapAccount<'a>, Identity)> {
         if let Some(ctx) = self.initiator(initiator) {
             if let Some(secret) = &ctx.chap_secret {
-                out.push(crate::chap::ChapAccount {
-                    user: ctx.chap_user.as_deref().unwrap_or(initiator.as_str()),
-                    secret,
-                });
+                let user = ctx.chap_user.as_deref().unwrap_or(initiator.as_str());
+                return Some((crate::chap::ChapAccount { user, secret }, Identity::Proven));
             }
         }
-        if let Some(c) = target.and_then(|t| t.chap.as_ref()) {
-            out.push(crate::chap::ChapAccount {
-                user: &c.user,
-                secret: &c.secret,
-            });
-        }
-        out
+        let shared = match target {
+            Some(t) => t.chap.as_ref(),
+            None => self.defaults.discovery_chap.as_ref(),
+        }?;
+        let account = crate::chap::ChapAccount {
+            user: &shared.user,
+            secret: &shared.secret,
+        };
+        Some((account, Identity::SharedSecret))
     }
 
     /// The target's own CHAP account for mutual CHAP (user defaults to its name).
@@ -727,6 +766,18 @@ impl IscsitConfig {
 pub trait AccessPolicy {
     /// True when `initiator` may access `target`.
     fn may_access(&self, initiator: &IscsiName, target: &TargetConfig) -> bool;
+
+    /// True when a host that claims `initiator` with `identity` may access `target`.
+    /// A name that is not proven ([`Identity::SharedSecret`]) gets only what is not
+    /// keyed by it: the open access of an empty ACL, if the policy grants it.
+    fn may_access_as(
+        &self,
+        initiator: &IscsiName,
+        identity: Identity,
+        target: &TargetConfig,
+    ) -> bool {
+        self.may_access(initiator, target) && (identity.name_honoured() || target.acl.is_empty())
+    }
 }
 
 /// The built-in policy: the target's ACL, where an empty ACL admits everyone.
@@ -875,9 +926,22 @@ mod tests {
         assert_eq!(cfg.effective_auth(Some(t1)), AuthPolicy::Chap);
         assert!(t1.serves_tag(3) && !t1.serves_tag(1));
         let host1 = name("iqn.1994-05.com.redhat:host1");
-        let accounts = cfg.chap_accounts(&host1, Some(t1));
-        let users: Vec<_> = accounts.iter().map(|a| a.user).collect();
-        assert_eq!(users, ["iqn.1994-05.com.redhat:host1", "t1user"]);
+        // A name with its own secret is proven by that secret alone.
+        let (a, id) = cfg.chap_account(&host1, Some(t1)).unwrap();
+        assert_eq!(
+            (a.user, id),
+            ("iqn.1994-05.com.redhat:host1", Identity::Proven)
+        );
+        assert_eq!(a.secret.expose(), b"host1-secret!");
+        // Any other name may use the target's account, which proves no name.
+        let host2 = name("iqn.1994-05.com.redhat:host2");
+        let (a, id) = cfg.chap_account(&host2, Some(t1)).unwrap();
+        assert_eq!((a.user, id), ("t1user", Identity::SharedSecret));
+        // No account at all for host2 on t2 or in discovery.
+        assert!(cfg.chap_account(&host2, Some(t2)).is_none());
+        assert!(cfg.chap_account(&host2, None).is_none());
+        let (_, id) = cfg.chap_account(&host1, None).unwrap();
+        assert_eq!(id, Identity::Proven);
         assert_eq!(
             cfg.mutual_account(Some(t1)).unwrap().user,
             "iqn.2026-11.org.rstmf:t1"

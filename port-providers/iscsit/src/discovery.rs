@@ -2,8 +2,12 @@
 //! exchange that carries it (RFC 7143 §11.10, §11.11), sans-IO.
 //!
 //! [`send_targets`] builds the answer: `TargetName=` followed by one
-//! `TargetAddress=<ip>:<port>,<tag>` per portal, for each target the initiator may
-//! see ([`AccessPolicy`]) that is online. `SendTargets=All` is for discovery sessions;
+//! `TargetAddress=<ip>:<port>,<tag>` per portal, for each target the initiator may log
+//! in to: online (not offline, not being removed), reachable at some address, and
+//! admitted by the [`AccessPolicy`] for the session's [`Identity`] (a name that is not
+//! proven sees only targets with an empty ACL). A target that requires CHAP is listed
+//! whether or not the initiator can pass it: whether it holds a secret is known only
+//! at login (docs/security.md). `SendTargets=All` is for discovery sessions;
 //! `SendTargets=<name>` answers that target only; an empty value in a normal
 //! session answers the session's own target. A target the initiator may not see is
 //! left out exactly like one that does not exist.
@@ -22,6 +26,7 @@ use idm::keys::{self, KeyError, LocalConfig, NegContext, NegotiatedParams, Sessi
 use idm::pdu::{RejectReason, Stage, TargetSn, TextRequest, TextResponse, RESERVED_TAG};
 use idm::text::{self, TextAccumulator, TextBuilder, TextError};
 
+use crate::auth::Identity;
 use crate::config::{AccessPolicy, IscsitConfig, TargetConfig, DEFAULT_TPG_TAG};
 use crate::names::IscsiName;
 
@@ -57,6 +62,8 @@ pub struct DiscoveryContext<'a> {
     pub is_online: &'a dyn Fn(&IscsiName) -> bool,
     /// The session's InitiatorName.
     pub initiator: &'a IscsiName,
+    /// What the session's login established about that name.
+    pub identity: Identity,
     /// The session's type.
     pub session_type: SessionType,
     /// The session's target (normal sessions).
@@ -158,7 +165,9 @@ fn push_target(
 }
 
 fn visible(ctx: &DiscoveryContext<'_>, t: &TargetConfig) -> bool {
-    (ctx.is_online)(&t.name) && ctx.access.may_access(ctx.initiator, t)
+    (ctx.is_online)(&t.name)
+        && ctx.access.may_access_as(ctx.initiator, ctx.identity, t)
+        && !target_addresses(ctx.config, t, ctx.local_portal).is_empty()
 }
 
 /// Appends the answer to `SendTargets=<value>` to `out`. Forms the session may not

@@ -7,10 +7,12 @@
 //! - [`config`]: targets, target portal groups, initiator contexts, defaults.
 //! - [`limits`]: the resource budget (memory, commands, connections, time).
 //! - [`chap`]: CHAP with MD5, target and initiator sides, one-way and mutual.
+//! - [`auth`]: what a login proved about its name, and the throttle on failed CHAP.
 //! - [`login`]: the target's login state machine (security and operational
 //!   stages as types), producing Login Response PDUs and a [`login::LoginOutcome`].
 //! - [`discovery`]: SendTargets and multi-PDU Text Responses.
 
+pub mod auth;
 pub use idm::chap;
 pub mod config;
 pub mod discovery;

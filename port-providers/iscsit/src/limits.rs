@@ -42,6 +42,18 @@ pub struct Limits {
     pub login_idle_timeout_ms: u64,
     /// Connections in every phase, all portals together.
     pub max_connections: u32,
+    /// Consecutive failed CHAP verifications from one source (IPv4 address or IPv6
+    /// /64) before its logins are refused.
+    pub auth_fail_threshold: u32,
+    /// First refusal period of a throttled source (ms); doubles with each further
+    /// failure.
+    pub auth_backoff_ms: u64,
+    /// Longest refusal period (ms).
+    pub auth_backoff_max_ms: u64,
+    /// A source with no failure for this long starts afresh (ms).
+    pub auth_forget_ms: u64,
+    /// Sources the failed-authentication table holds at most (the stalest go first).
+    pub auth_sources: u32,
 }
 
 impl Default for Limits {
@@ -58,6 +70,11 @@ impl Default for Limits {
             login_timeout_ms: 15_000,
             login_idle_timeout_ms: 5_000,
             max_connections: 4096,
+            auth_fail_threshold: 5,
+            auth_backoff_ms: 1_000,
+            auth_backoff_max_ms: 60_000,
+            auth_forget_ms: 600_000,
+            auth_sources: 4096,
         }
     }
 }
@@ -141,6 +158,41 @@ impl Limits {
             c >= l,
             "at least max_login_connections",
         )?;
+        let a = u64::from(self.auth_fail_threshold);
+        check(
+            "auth_fail_threshold",
+            a,
+            (1..=1000).contains(&a),
+            "1..=1000",
+        )?;
+        let ab = self.auth_backoff_ms;
+        check(
+            "auth_backoff_ms",
+            ab,
+            (1..=3_600_000).contains(&ab),
+            "1..=3600000",
+        )?;
+        let am = self.auth_backoff_max_ms;
+        check(
+            "auth_backoff_max_ms",
+            am,
+            am >= ab && am <= 86_400_000,
+            "auth_backoff_ms..=86400000",
+        )?;
+        let af = self.auth_forget_ms;
+        check(
+            "auth_forget_ms",
+            af,
+            af >= am && af <= 7 * 86_400_000,
+            "auth_backoff_max_ms..=604800000",
+        )?;
+        let asrc = u64::from(self.auth_sources);
+        check(
+            "auth_sources",
+            asrc,
+            (16..=1_000_000).contains(&asrc),
+            "16..=1000000",
+        )?;
         Ok(())
     }
 
@@ -214,6 +266,34 @@ mod tests {
             bad(|l| l.login_idle_timeout_ms = 60_000),
             "login_idle_timeout_ms"
         );
+        assert_eq!(bad(|l| l.auth_fail_threshold = 0), "auth_fail_threshold");
+        assert_eq!(bad(|l| l.auth_backoff_ms = 0), "auth_backoff_ms");
+        assert_eq!(
+            bad(|l| l.auth_backoff_max_ms = 10),
+            "auth_backoff_max_ms",
+            "below auth_backoff_ms"
+        );
+        assert_eq!(bad(|l| l.auth_forget_ms = 1000), "auth_forget_ms");
+        assert_eq!(bad(|l| l.auth_sources = 15), "auth_sources");
+        assert_eq!(bad(|l| l.auth_sources = 2_000_000), "auth_sources");
+    }
+
+    #[test]
+    fn auth_throttle_defaults() {
+        let l = Limits::default();
+        assert_eq!(
+            (
+                l.auth_fail_threshold,
+                l.auth_backoff_ms,
+                l.auth_backoff_max_ms,
+                l.auth_forget_ms,
+                l.auth_sources
+            ),
+            (5, 1_000, 60_000, 600_000, 4096)
+        );
+        // An old configuration without the fields gets them.
+        let p: Limits = serde_json::from_str(r#"{"cmd_window": 32}"#).unwrap();
+        assert_eq!(p.auth_sources, 4096);
     }
 
     #[test]

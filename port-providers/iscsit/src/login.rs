@@ -20,9 +20,16 @@
 //! What the machine does, in order, for each request:
 //! - header checks: version (0x0205), then ISID, TSIH, CID and versions must not
 //!   change; CSG must be the current stage (0x0200); non-Login PDUs are 0x020B;
-//! - continuation: a request with C=1 is acknowledged with an empty response and its
-//!   text accumulated; a response longer than 8192 bytes is sent in parts with C=1,
-//!   each pulled by an empty request;
+//! - a source throttled after failed authentications ([`LoginHost::auth_throttled`])
+//!   is refused (0x0201) before its first request is looked at;
+//! - continuation: a request with C=1 (and T=0: both is 0x0200) is acknowledged with
+//!   an empty T=0 response and its text accumulated, wherever the split falls; a
+//!   response longer than 8192 bytes is sent in parts with C=1, each pulled by an
+//!   empty request;
+//! - each key once per login (RFC 7143 §6.3): a key sent again in a later request is
+//!   0x0200, except unchanged repeats of InitiatorName, InitiatorAlias, TargetName
+//!   and SessionType; a declared number out of range is 0x0200, a negotiated one is
+//!   answered Reject;
 //! - the first complete text: InitiatorName (0x0207 if missing), SessionType
 //!   (0x0209 if unknown), TargetName for Normal sessions (0x0207 if missing, 0x0203
 //!   unknown or not served on this portal group, 0x0301 offline, 0x0204 removed,
@@ -32,12 +39,17 @@
 //!   (0x020A) and have room for the connection (0x0206);
 //! - security stage: AuthMethod chosen from the target's policy (CHAP or None; no
 //!   acceptable method or skipping a required security stage is 0x0201), then the
-//!   CHAP exchange of [`crate::chap`]; the target leaves the stage only when
+//!   CHAP exchange of [`crate::chap`] against the one account
+//!   [`IscsitConfig::chap_account`] allows for the name (its own context, proving it,
+//!   or a shared account, proving nothing: [`Identity`]); a name that is not proven
+//!   passes no ACL entry (0x0202); the target leaves the stage only when
 //!   authentication is complete;
 //! - operational stage: [`idm::keys::negotiate_all`] with the target's
 //!   [`LocalConfig`]; the target declares its MaxRecvDataSegmentLength once, and when
 //!   the initiator asks to leave, offers the keys it left out whose RFC default the
 //!   target cannot accept, waiting for their answers before it transits;
+//! - joining or replacing a session whose name was proven needs a login that proves
+//!   it again (0x0201);
 //! - the final response carries the new TSIH from [`LoginHost::allocate_tsih`]
 //!   (0x0302 when none is left).
 //!
@@ -49,7 +61,8 @@
 use std::collections::HashSet;
 
 use idm::keys::{
-    self, AuthMethod, Digest, KeyError, KeyId, LocalConfig, NegotiatedParams, Reply, SessionType,
+    self, AuthMethod, Digest, KeyError, KeyId, KeyLog, LocalConfig, NegotiatedParams, Reply,
+    SessionType,
 };
 use idm::pdu::{
     Bhs, Isid, LoginRequest, LoginResponse, LoginStatus, Opcode, Pdu, PduError, Stage, TargetSn,
@@ -57,6 +70,7 @@ use idm::pdu::{
 };
 use idm::text::{self, TextAccumulator, TextBuilder, TextError};
 
+use crate::auth::Identity;
 use crate::chap::{
     ChapError, ChapKeys, Entropy, EntropyError, OsEntropy, TargetChallenged, TargetChap,
 };
@@ -126,6 +140,9 @@ pub struct ExistingSession {
     pub max_connections: u16,
     /// CIDs of its connections.
     pub cids: Vec<u16>,
+    /// How its leading login was authenticated: a session whose name was proven is
+    /// joined or replaced only by a login that proves it again.
+    pub identity: Identity,
 }
 
 /// What the login does to sessions.
@@ -162,6 +179,34 @@ pub trait LoginHost {
     fn fill_random(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
         OsEntropy.fill(buf)
     }
+    /// Whether the connection's source is refused after failed authentications
+    /// ([`crate::auth::AuthThrottle`]). Asked before the first request is looked at and
+    /// again before a CHAP response is checked, so a throttled source costs no parsing
+    /// and no CHAP computation.
+    fn auth_throttled(&mut self) -> bool {
+        false
+    }
+    /// A CHAP response on this connection failed verification.
+    fn auth_failed(&mut self, _failure: &AuthFailure<'_>) {}
+    /// A CHAP response on this connection was verified.
+    fn auth_succeeded(&mut self, _identity: Identity) {}
+    /// Adjusts the settings once the first complete text names the target (`None`:
+    /// discovery). The first text may come in C-bit parts that split TargetName, so the
+    /// caller cannot choose them from the first PDU.
+    fn login_settings(&mut self, _target: Option<&IscsiName>, _settings: &mut LoginSettings) {}
+}
+
+/// A failed CHAP verification, for the host's accounting and log (no secret in it).
+#[derive(Debug, Clone, Copy)]
+pub struct AuthFailure<'a> {
+    /// InitiatorName claimed.
+    pub initiator: &'a IscsiName,
+    /// TargetName (`None`: discovery).
+    pub target: Option<&'a IscsiName>,
+    /// CHAP_N sent, if any.
+    pub user: Option<&'a str>,
+    /// What failed.
+    pub error: &'a ChapError,
 }
 
 /// Everything a login step reads besides the PDU.
@@ -233,6 +278,20 @@ pub enum LoginError {
     /// The initiator tried to skip the authentication the target requires (0x0201).
     #[error("the target requires authentication")]
     AuthenticationRequired,
+    /// The connection's source is throttled after failed authentications (0x0201).
+    #[error("too many failed authentications from this source: login refused")]
+    Throttled,
+    /// The login would join or replace a session whose name was proven, without
+    /// proving it (0x0201).
+    #[error("session {tsih:#06x} was authenticated as {old}; a {new} login may not take it over")]
+    TakeoverRefused {
+        /// TSIH of the session.
+        tsih: u16,
+        /// How the session was authenticated.
+        old: Identity,
+        /// How this login was.
+        new: Identity,
+    },
     /// The initiator may not access the target (0x0202).
     #[error("initiator {initiator} may not access target {target}")]
     NotAuthorized {
@@ -333,7 +392,9 @@ impl LoginError {
             | OfferRefused(_)
             | Finished => LoginStatus::INITIATOR_ERROR,
             Authentication(e) => e.login_status(),
-            AuthMethodRejected(_) | AuthenticationRequired => LoginStatus::AUTHENTICATION_FAILURE,
+            AuthMethodRejected(_) | AuthenticationRequired | Throttled | TakeoverRefused { .. } => {
+                LoginStatus::AUTHENTICATION_FAILURE
+            }
             NotAuthorized { .. } => LoginStatus::AUTHORIZATION_FAILURE,
             TargetNotFound(_) | NotOnThisPortal { .. } => LoginStatus::NOT_FOUND,
             TargetRemoved(_) => LoginStatus::TARGET_REMOVED,
@@ -385,6 +446,8 @@ pub struct AuthOutcome {
     pub chap_user: Option<String>,
     /// Whether the target authenticated itself too (mutual CHAP).
     pub mutual: bool,
+    /// What the login established about the InitiatorName.
+    pub identity: Identity,
 }
 
 /// A completed login.
@@ -480,6 +543,8 @@ struct Ctx {
     sent_first: bool,
     declared_mrdsl: bool,
     mentioned: HashSet<KeyId>,
+    /// Every key the initiator sent in this login (RFC 7143 §6.3: once each).
+    key_log: KeyLog,
 }
 
 impl Ctx {
@@ -488,8 +553,10 @@ impl Ctx {
     }
 
     /// Drops the declarations an initiator may repeat (libiscsi repeats
-    /// InitiatorName, TargetName and SessionType in every stage), checking they
-    /// did not change; records InitiatorAlias.
+    /// InitiatorName, InitiatorAlias, TargetName and SessionType in the operational
+    /// stage), checking they did not change; records InitiatorAlias. Every other key
+    /// goes into the login's key log: sent again in a later request, it is a
+    /// protocol error.
     fn strip_declarations<'a>(
         &mut self,
         pairs: Vec<(&'a str, &'a str)>,
@@ -515,12 +582,16 @@ impl Ctx {
                     }
                 }
                 "InitiatorAlias" => {
+                    if self.initiator_alias.as_deref().is_some_and(|a| a != v) {
+                        return Err(LoginError::DeclarationChanged("InitiatorAlias"));
+                    }
                     self.initiator_alias = Some(v.to_owned());
                     self.params.initiator_alias = Some(v.to_owned());
                 }
                 _ => rest.push((k, v)),
             }
         }
+        self.key_log.record(rest.iter().map(|p| p.0))?;
         Ok(rest)
     }
 
@@ -687,14 +758,45 @@ impl SecurityStage {
                 AuthPhase::Challenged(next)
             }
             AuthPhase::Challenged(st) if !chap_keys.is_empty() || req.transit => {
+                if env.host.auth_throttled() {
+                    return Err(LoginError::Throttled);
+                }
                 let target_cfg = self.ctx.target.as_ref().and_then(|t| env.config.target(t));
-                let accounts = env.config.chap_accounts(&self.ctx.initiator, target_cfg);
+                let (accounts, identity) =
+                    match env.config.chap_account(&self.ctx.initiator, target_cfg) {
+                        Some((a, id)) => (vec![a], id),
+                        None => (Vec::new(), Identity::SharedSecret),
+                    };
                 let own = env.config.mutual_account(target_cfg);
-                let ok = st.verify(&chap_keys, &accounts, own)?;
+                let ok = match st.verify(&chap_keys, &accounts, own) {
+                    Ok(ok) => ok,
+                    Err(error) => {
+                        if !matches!(error, ChapError::Entropy(_)) {
+                            env.host.auth_failed(&AuthFailure {
+                                initiator: &self.ctx.initiator,
+                                target: self.ctx.target.as_ref(),
+                                user: chap_keys.n,
+                                error: &error,
+                            });
+                        }
+                        return Err(error.into());
+                    }
+                };
+                env.host.auth_succeeded(identity);
+                if let Some(t) = target_cfg {
+                    // ACL entries name initiators: they admit only a proven name.
+                    if !env.access.may_access_as(&self.ctx.initiator, identity, t) {
+                        return Err(LoginError::NotAuthorized {
+                            initiator: self.ctx.initiator.clone(),
+                            target: t.name.clone(),
+                        });
+                    }
+                }
                 out.keys
                     .extend(ok.reply.into_iter().map(|(k, v)| (k.to_owned(), v)));
                 self.ctx.auth.chap_user = Some(ok.user);
                 self.ctx.auth.mutual = ok.mutual;
+                self.ctx.auth.identity = identity;
                 AuthPhase::Authenticated
             }
             phase => {
@@ -845,7 +947,7 @@ impl OperationalStage {
 /// Builds the session context from the first complete request.
 fn begin(
     env: &mut LoginEnv<'_>,
-    settings: &LoginSettings,
+    settings: &mut LoginSettings,
     ids: ConnIds,
     pairs: &[(&str, &str)],
 ) -> Result<Ctx, LoginError> {
@@ -860,6 +962,11 @@ fn begin(
         "Discovery" => SessionType::Discovery,
         other => return Err(LoginError::SessionTypeNotSupported(other.to_owned())),
     };
+    let named_target = match session_type {
+        SessionType::Discovery => None,
+        SessionType::Normal => find("TargetName").and_then(|v| IscsiName::parse_lenient(v).ok()),
+    };
+    env.host.login_settings(named_target.as_ref(), settings);
     let portal_group = settings.portal_group;
     let (target, target_cfg) = match session_type {
         SessionType::Discovery => (None, None),
@@ -946,10 +1053,12 @@ fn begin(
             method: AuthMethod::None,
             chap_user: None,
             mutual: false,
+            identity: Identity::Trusted,
         },
         sent_first: false,
         declared_mrdsl: false,
         mentioned: HashSet::new(),
+        key_log: KeyLog::new(),
     })
 }
 
@@ -1242,6 +1351,13 @@ impl TargetLogin {
         if matches!(self.state, State::Failed) {
             return Err(LoginError::Finished);
         }
+        if self.ids.is_none() && env.host.auth_throttled() {
+            return Err(LoginError::Throttled);
+        }
+        if req.transit && req.cont {
+            // RFC 7143 §11.12.2: a request with C=1 must have T=0.
+            return Err(LoginError::Protocol("T and C both set"));
+        }
         let ids = self.check_ids(req)?;
         if let Some(pending) = self.tx.take() {
             if req.transit || req.cont || !data.is_empty() || req.csg != pending.csg {
@@ -1281,7 +1397,7 @@ impl TargetLogin {
         let state = std::mem::replace(&mut self.state, State::Failed);
         let (csg, reply, finished) = match state {
             State::Start => {
-                let ctx = begin(env, &self.settings, ids, &pairs)?;
+                let ctx = begin(env, &mut self.settings, ids, &pairs)?;
                 match req.csg {
                     Stage::SecurityNegotiation => {
                         let st = SecurityStage {
@@ -1403,6 +1519,23 @@ impl TargetLogin {
 
 /// Ends a successful login: allocates the TSIH of a new session.
 fn finish(env: &mut LoginEnv<'_>, mut ctx: Ctx) -> Result<LoginOutcome, LoginError> {
+    let existing = match ctx.disposition {
+        SessionDisposition::Reinstate { old_tsih } => Some(old_tsih),
+        SessionDisposition::AddConnection | SessionDisposition::ReinstateConnection => {
+            Some(ctx.ids.tsih)
+        }
+        SessionDisposition::New => None,
+    };
+    if let Some((tsih, old)) = existing.and_then(|t| Some((t, env.host.session(t)?))) {
+        let new = ctx.auth.identity;
+        if !new.may_take_over(old.identity) {
+            return Err(LoginError::TakeoverRefused {
+                tsih,
+                old: old.identity,
+                new,
+            });
+        }
+    }
     let tsih = match ctx.disposition {
         SessionDisposition::New | SessionDisposition::Reinstate { .. } => {
             match env.host.allocate_tsih() {

@@ -141,10 +141,21 @@ enum Request {
         nop_timeout_ms: Option<u64>,
         /// Some fields of [`crate::limits::Limits`]; the others keep their values.
         limits: Option<serde_json::Map<String, Value>>,
+        /// `none`, `chap`, or `default` (follow `auth`).
+        discovery_auth: Option<String>,
+        /// CHAP user of the discovery account (default: `discovery`).
+        discovery_chap_user: Option<String>,
+        /// Secret of the discovery account (`none` removes the account).
+        discovery_chap_secret: Option<String>,
     },
     ListDefaults,
     ListResources,
+    /// Failed-authentication counters and throttled sources.
+    ListAuthStats,
 }
+
+/// The user of a discovery account made without one.
+const DISCOVERY_USER: &str = "discovery";
 
 fn name_of(s: &str) -> Result<IscsiName, String> {
     IscsiName::parse(s).map_err(|e| format!("invalid iSCSI name {s:?}: {e}"))
@@ -241,6 +252,10 @@ impl IscsitProvider {
             "nop_interval_ms": d.nop_interval_ms,
             "nop_timeout_ms": d.nop_timeout_ms,
             "limits": d.limits,
+            "discovery_auth": d.discovery_auth.map_or(json!("default"), |a| json!(a)),
+            "effective_discovery_auth": cfg.effective_auth(None),
+            "discovery_chap_user": d.discovery_chap.as_ref().map(|c| c.user.clone()),
+            "discovery_chap_secret_set": d.discovery_chap.is_some(),
         })
     }
 
@@ -364,6 +379,7 @@ impl IscsitProvider {
                     "alias": s.initiator_alias,
                     "isid": s.key.isid.0.iter().map(|b| format!("{b:02x}")).collect::<String>(),
                     "tsih": s.tsih,
+                    "identity": s.identity,
                     "connections": s.conns().iter().map(|c| json!({"cid": c.cid(), "local": c.local.to_string(), "peer": c.peer.to_string()})).collect::<Vec<_>>(),
                 }))
                 .collect::<Vec<_>>());
@@ -408,6 +424,40 @@ impl IscsitProvider {
             }
         } else if let (Some(u), Some(m)) = (mutual_user, t.mutual_chap.as_mut()) {
             m.user = cleared(&Some(u)).flatten();
+        }
+        Ok(())
+    }
+
+    /// The discovery account: a secret (re)makes it (user kept, or given, or
+    /// [`DISCOVERY_USER`]); `none` removes it; a user alone renames it.
+    fn apply_discovery_chap(
+        cfg: &mut IscsitConfig,
+        user: Option<String>,
+        secret_text: Option<String>,
+    ) -> Result<(), String> {
+        let d = &mut cfg.defaults;
+        match secret_text {
+            Some(s) if s.is_empty() || s.eq_ignore_ascii_case("none") => d.discovery_chap = None,
+            Some(s) => {
+                let user = cleared(&user)
+                    .flatten()
+                    .or_else(|| d.discovery_chap.as_ref().map(|c| c.user.clone()))
+                    .unwrap_or_else(|| DISCOVERY_USER.to_owned());
+                d.discovery_chap = Some(ChapCredentials {
+                    user,
+                    secret: secret(&s)?,
+                });
+            }
+            None => {
+                if let Some(u) = user {
+                    let c = d.discovery_chap.as_mut().ok_or_else(|| {
+                        "there is no discovery account: give its secret with the user".to_string()
+                    })?;
+                    c.user = cleared(&Some(u))
+                        .flatten()
+                        .unwrap_or_else(|| DISCOVERY_USER.to_owned());
+                }
+            }
         }
         Ok(())
     }
@@ -740,11 +790,27 @@ impl IscsitProvider {
                 nop_interval_ms,
                 nop_timeout_ms,
                 limits,
+                discovery_auth,
+                discovery_chap_user,
+                discovery_chap_secret,
             } => {
                 let mut cfg = self.cfg();
                 if let Some(a) = auth {
                     cfg.defaults.auth = a;
                 }
+                if let Some(a) = discovery_auth {
+                    cfg.defaults.discovery_auth = match a.to_ascii_lowercase().as_str() {
+                        "default" => None,
+                        "none" => Some(AuthPolicy::None),
+                        "chap" => Some(AuthPolicy::Chap),
+                        _ => {
+                            return Err(format!(
+                                "invalid discovery auth {a:?}: expected none, chap or default"
+                            ))
+                        }
+                    };
+                }
+                Self::apply_discovery_chap(&mut cfg, discovery_chap_user, discovery_chap_secret)?;
                 if let Some(patch) = limits {
                     cfg.defaults.limits = patch_limits(&cfg.defaults.limits, patch)?;
                 }
@@ -792,6 +858,9 @@ impl IscsitProvider {
             }
             Request::ListDefaults => Ok(Self::defaults_json(&self.cfg())),
             Request::ListResources => Ok(self.resources_json()),
+            Request::ListAuthStats => {
+                serde_json::to_value(self.rt.auth_stats()).map_err(|e| e.to_string())
+            }
         }
     }
 }
@@ -866,6 +935,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn discovery_account() {
+        let mut cfg = IscsitConfig::default();
+        let none = |u: Option<&str>| u.map(str::to_owned);
+        let err = IscsitProvider::apply_discovery_chap(&mut cfg, none(Some("u")), None);
+        assert!(err.unwrap_err().contains("no discovery account"));
+        IscsitProvider::apply_discovery_chap(&mut cfg, None, none(Some("disc-secret-123")))
+            .unwrap();
+        let c = cfg.defaults.discovery_chap.clone().unwrap();
+        assert_eq!(c.user, DISCOVERY_USER);
+        IscsitProvider::apply_discovery_chap(&mut cfg, none(Some("alice")), None).unwrap();
+        assert_eq!(cfg.defaults.discovery_chap.as_ref().unwrap().user, "alice");
+        let e = IscsitProvider::apply_discovery_chap(&mut cfg, None, none(Some("short")));
+        assert!(e.unwrap_err().contains("at least 12"));
+        IscsitProvider::apply_discovery_chap(&mut cfg, None, none(Some("none"))).unwrap();
+        assert!(cfg.defaults.discovery_chap.is_none());
+    }
+
+    #[test]
     fn portals_allow_port_zero_and_ipv6() {
         assert_eq!(portal_addr("127.0.0.1:0").unwrap().port(), 0);
         assert_eq!(portal_addr("127.0.0.1").unwrap().port(), 3260);
@@ -883,6 +970,8 @@ mod tests {
         assert!(matches!(r, Request::CreateTarget { .. }));
         let r: Request = serde_json::from_str(r#"{"op":"list-defaults"}"#).unwrap();
         assert!(matches!(r, Request::ListDefaults));
+        let r: Request = serde_json::from_str(r#"{"op":"list-auth-stats"}"#).unwrap();
+        assert!(matches!(r, Request::ListAuthStats));
         assert!(serde_json::from_str::<Request>(r#"{"op":"bogus"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"op":"create-tpg","name":"a"}"#).is_err());
         assert!(auto_name().starts_with("iqn.2026-11.org.rstmf:"));

@@ -506,19 +506,20 @@ fn print_target(t: LportInfo, verbose: bool) {
     for s in t.sessions {
         println!("        Initiator: {}", s.initiator);
         let luns: Vec<String> = s.luns.iter().map(u16::to_string).collect();
-        print_fields(
-            12,
-            &fields(&[
-                (
-                    "Alias",
-                    if s.alias.is_empty() {
-                        "-".into()
-                    } else {
-                        s.alias
-                    },
-                ),
-                ("LUNs", luns.join(", ")),
-            ]),
-        );
+        let mut f = vec![
+            (
+                "Alias",
+                if s.alias.is_empty() {
+                    "-".into()
+                } else {
+                    s.alias
+                },
+            ),
+            ("LUNs", luns.join(", ")),
+        ];
+        if s.name_unproven {
+            f.push(("Name Proven", "No (views for all hosts only)".to_string()));
+        }
+        print_fields(12, &fields(&f));
     }
 }

@@ -244,7 +244,20 @@ pub struct Ini {
 impl Ini {
     /// Connects.
     pub fn connect(addr: SocketAddr) -> Ini {
-        let s = TcpStream::connect(addr).expect("connect");
+        Ini::with_stream(TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// Connects from the local address `from` (port 0: any; on loopback every 127/8
+    /// address is the machine's own, so a test can play another host).
+    pub fn connect_from(addr: SocketAddr, from: SocketAddr) -> Ini {
+        use socket2::{Domain, Socket, Type};
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+        sock.bind(&from.into()).expect("bind the source address");
+        sock.connect(&addr.into()).expect("connect");
+        Ini::with_stream(sock.into())
+    }
+
+    fn with_stream(s: TcpStream) -> Ini {
         s.set_nodelay(true).ok();
         Ini {
             s,
@@ -327,9 +340,82 @@ impl Ini {
                 self.rx.set_limits(limits);
                 return (0, 0);
             }
-            // The target answered or offered keys: agree with what it said, then ask again.
-            text = r.data.clone();
+            // The target offered keys: agree with what it offered (never resend a key:
+            // RFC 7143 §6.3 allows each once per login), then ask again.
+            let sent: Vec<&str> = o.keys.iter().map(|(k, _)| k.as_str()).collect();
+            text = Vec::new();
+            for (k, v) in idm::text::parse(&r.data).expect("login text") {
+                let declared = matches!(
+                    k,
+                    "TargetPortalGroupTag" | "TargetAlias" | "MaxRecvDataSegmentLength"
+                );
+                if !declared && !sent.contains(&k) {
+                    text.extend_from_slice(format!("{k}={v}\0").as_bytes());
+                }
+            }
         }
+    }
+
+    /// Logs in with CHAP (`user`, `secret`) in the security stage, then as
+    /// [`Ini::login`]. Returns the status (class, detail) and the number of the
+    /// response that carried it (1: the very first request was refused, 3: the CHAP
+    /// response was; 4 and more: the operational stage).
+    pub fn login_chap(&mut self, o: &LoginOpts, user: &str, secret: &str) -> (u8, u8, usize) {
+        let itt = self.next_itt();
+        let mut first = format!("InitiatorName={}\0", o.initiator);
+        match &o.target {
+            Some(t) => first.push_str(&format!("SessionType=Normal\0TargetName={t}\0")),
+            None => first.push_str("SessionType=Discovery\0"),
+        }
+        first.push_str("AuthMethod=CHAP\0");
+        let mut challenge = (0u8, Vec::new());
+        let steps: [(bool, String); 3] = [
+            (false, first),
+            (false, "CHAP_A=5\0".into()),
+            (true, String::new()),
+        ];
+        for (round, (transit, mut text)) in steps.into_iter().enumerate() {
+            if round == 2 {
+                let r = idm::chap::chap_md5(challenge.0, secret.as_bytes(), &challenge.1);
+                text = format!("CHAP_N={user}\0CHAP_R={}\0", idm::chap::encode_hex(&r));
+            }
+            let req = LoginRequest {
+                transit,
+                cont: false,
+                csg: Stage::SecurityNegotiation,
+                nsg: if transit {
+                    Stage::OperationalNegotiation
+                } else {
+                    Stage::SecurityNegotiation
+                },
+                version_max: 0,
+                version_min: 0,
+                isid: Isid(o.isid),
+                tsih: o.tsih,
+                itt,
+                cid: o.cid,
+                cmd_sn: self.cmd_sn,
+                exp_stat_sn: self.exp_stat_sn,
+            };
+            self.send(&Pdu::LoginRequest(req), text.as_bytes());
+            let r = self.recv();
+            let Pdu::LoginResponse(rsp) = r.pdu else {
+                panic!("expected a Login Response, got {:?}", r.pdu);
+            };
+            self.exp_stat_sn = rsp.sn.stat_sn.wrapping_add(1);
+            if !rsp.status.is_success() {
+                return (rsp.status.class, rsp.status.detail, round + 1);
+            }
+            for (k, v) in idm::text::parse(&r.data).expect("login text") {
+                match k {
+                    "CHAP_I" => challenge.0 = idm::keys::parse_number(v).unwrap_or(0) as u8,
+                    "CHAP_C" => challenge.1 = idm::chap::decode_binary(v).expect("CHAP_C"),
+                    _ => {}
+                }
+            }
+        }
+        let (class, detail) = self.login(o);
+        (class, detail, 4)
     }
 
     /// The next ITT.

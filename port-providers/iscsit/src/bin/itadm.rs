@@ -120,9 +120,32 @@ enum Cmd {
     },
     /// Change the global defaults.
     ModifyDefaults {
-        /// Authentication of targets with auth "default" and of discovery sessions.
+        /// Authentication of targets with auth "default" (and of discovery sessions while
+        /// --discovery-auth is "default").
         #[arg(short = 'a', long = "auth-method", value_parser = ["none", "chap"])]
         auth: Option<String>,
+        /// Authentication of discovery sessions ("default": as --auth-method). With chap,
+        /// initiators authenticate with their own context or the discovery account.
+        #[arg(long = "discovery-auth", value_parser = ["none", "chap", "default"])]
+        discovery_auth: Option<String>,
+        /// CHAP user of the discovery account (default "discovery").
+        #[arg(long = "discovery-chap-user", value_name = "USER")]
+        discovery_chap_user: Option<String>,
+        /// Read the discovery account's secret from a prompt (standard input when not a
+        /// terminal). The account proves no initiator name.
+        #[arg(long = "discovery-chap-secret", id = "discovery_secret_prompt")]
+        discovery_secret_prompt: bool,
+        /// Read the discovery account's secret from the first line of FILE.
+        #[arg(
+            long = "discovery-chap-secret-file",
+            id = "discovery_secret_file",
+            value_name = "FILE",
+            conflicts_with = "discovery_secret_prompt"
+        )]
+        discovery_secret_file: Option<PathBuf>,
+        /// Remove the discovery account.
+        #[arg(long, conflicts_with_all = ["discovery_secret_prompt", "discovery_secret_file"])]
+        clear_discovery_secret: bool,
         /// Alias of targets that have none ("none" clears it).
         #[arg(short = 'l', long = "alias", short_alias = 'd', value_name = "ALIAS")]
         alias: Option<String>,
@@ -149,6 +172,9 @@ enum Cmd {
     /// Show what the resource limits hold now: buffer memory (all sessions and each),
     /// connections open and in login, connections refused by reason.
     ListResources,
+    /// Failed CHAP logins: totals, and per source (address or IPv6 /64) the failures
+    /// and whether its logins are refused now, and for how long.
+    ListAuthStats,
 }
 
 /// Options of create-target and modify-target.
@@ -540,6 +566,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::ModifyDefaults {
             auth,
+            discovery_auth,
+            discovery_chap_user,
+            discovery_secret_prompt,
+            discovery_secret_file,
+            clear_discovery_secret,
             alias,
             portals,
             digest,
@@ -554,6 +585,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 m.insert("limits".into(), Value::Object(l));
             }
             put(&mut m, "auth", auth.as_ref().map(|a| json!(a)));
+            put(
+                &mut m,
+                "discovery_auth",
+                discovery_auth.as_ref().map(|a| json!(a)),
+            );
+            put(
+                &mut m,
+                "discovery_chap_user",
+                discovery_chap_user.as_ref().map(|u| json!(u)),
+            );
+            if let Some(s) =
+                read_secret(*discovery_secret_prompt, discovery_secret_file.as_deref())?
+            {
+                m.insert("discovery_chap_secret".into(), json!(s.0));
+            } else if *clear_discovery_secret {
+                m.insert("discovery_chap_secret".into(), json!("none"));
+            }
             put(&mut m, "alias", alias.as_ref().map(|a| json!(a)));
             put(&mut m, "portals", portals.as_ref().map(|p| json!(p)));
             put(&mut m, "digests", digest.as_ref().map(|d| json!(d)));
@@ -563,6 +611,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::ListDefaults => (obj(json!({"op": "list-defaults"})), Show::Defaults),
         Cmd::ListResources => (obj(json!({"op": "list-resources"})), Show::Resources),
+        Cmd::ListAuthStats => (obj(json!({"op": "list-auth-stats"})), Show::AuthStats),
     };
     let mut c = Client::connect(&cli.global.socket)?;
     let reply = control(&mut c, req)?;
@@ -581,6 +630,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Show::Initiators(v) => print_initiators(&reply, v),
         Show::Defaults => print_defaults(&reply),
         Show::Resources => print_resources(&reply),
+        Show::AuthStats => print_auth_stats(&reply),
     }
     Ok(())
 }
@@ -601,6 +651,7 @@ enum Show {
     Initiators(bool),
     Defaults,
     Resources,
+    AuthStats,
 }
 
 /// Width of the name column: the longest `name`, at least 48 (an IQN's usual length).
@@ -726,11 +777,12 @@ fn print_targets(reply: &Value, verbose: bool) {
             print_props(&[(
                 "session",
                 format!(
-                    "{} isid {} tsih {} from {}",
+                    "{} isid {} tsih {} from {} (name {})",
                     label(s.get("initiator")),
                     label(s.get("isid")),
                     label(s.get("tsih")),
-                    conns.join(",")
+                    conns.join(","),
+                    label(s.get("identity"))
                 ),
             )]);
         }
@@ -862,6 +914,24 @@ fn print_defaults(reply: &Value) {
     let rows: Vec<(&str, String)> = vec![
         ("alias", label(reply.get("alias"))),
         ("auth", label(reply.get("auth"))),
+        (
+            "discovery-auth",
+            match (
+                label(reply.get("discovery_auth")).as_str(),
+                reply.get("effective_discovery_auth"),
+            ) {
+                ("default", Some(e)) => format!("{} (auth)", cli::value_label(e)),
+                (a, _) => a.to_owned(),
+            },
+        ),
+        (
+            "discovery-chapuser",
+            label(reply.get("discovery_chap_user")),
+        ),
+        (
+            "discovery-chapsecret",
+            set_or_unset(reply.get("discovery_chap_secret_set")).into(),
+        ),
         ("isns", isns.into()),
         ("default-portals", portals.join(",")),
         ("digest", label(reply.get("digests"))),
@@ -878,6 +948,52 @@ fn print_defaults(reply: &Value) {
             let k = format!("{k}:");
             println!("    {k:<28}{v}");
         }
+    }
+}
+
+fn print_auth_stats(reply: &Value) {
+    let n = |k: &str| label(reply.get(k));
+    println!(
+        "failed CHAP logins: {}   refused (throttled): {}   succeeded: {}",
+        n("failures_total"),
+        n("refused_total"),
+        n("successes_total")
+    );
+    println!(
+        "sources tracked: {}   throttled now: {}   evicted: {}",
+        n("sources_tracked"),
+        n("sources_throttled"),
+        n("sources_evicted")
+    );
+    let srcs = list(reply, "sources");
+    if srcs.is_empty() {
+        return;
+    }
+    let w = srcs
+        .iter()
+        .map(|s| label(s.get("source")).len())
+        .max()
+        .unwrap_or(0)
+        .max(15);
+    println!(
+        "\n{:<w$}  {:>8}  {:>11}  {:>8}  {:<14} LAST INITIATOR",
+        "SOURCE", "FAILURES", "CONSECUTIVE", "REFUSED", "THROTTLED"
+    );
+    for s in srcs {
+        let throttled = if s.get("throttled").and_then(Value::as_bool) == Some(true) {
+            format!("yes, {}", seconds(s.get("throttled_for_ms")))
+        } else {
+            "no".into()
+        };
+        println!(
+            "{:<w$}  {:>8}  {:>11}  {:>8}  {:<14} {}",
+            label(s.get("source")),
+            label(s.get("failures")),
+            label(s.get("consecutive")),
+            label(s.get("refused")),
+            throttled,
+            label(s.get("last_initiator"))
+        );
     }
 }
 

@@ -47,6 +47,7 @@ fn ctx<'a>(
         access: &AclPolicy,
         is_online: &online,
         initiator,
+        identity: Identity::Trusted,
         session_type,
         session_target,
         local_portal: local(),
@@ -118,6 +119,61 @@ fn send_targets_all_filters_by_access() {
             ("TargetAddress", "10.0.0.1:3260,1")
         ])
     );
+}
+
+#[test]
+fn a_name_that_is_not_proven_sees_only_open_targets() {
+    let mut cfg = config();
+    // t6 requires CHAP (listed all the same: CHAP is checked at login).
+    let mut t6 = TargetConfig::new(name("iqn.2026-11.org.rstmf:t6"));
+    t6.auth = crate::config::TargetAuth::Chap;
+    cfg.targets.push(t6);
+    let host1 = name(HOST1);
+    let names = |identity: Identity| -> Vec<String> {
+        let c = DiscoveryContext {
+            identity,
+            ..ctx(&cfg, &host1, SessionType::Discovery, None)
+        };
+        ask(&c, "All")
+            .into_iter()
+            .filter(|(k, _)| k == "TargetName")
+            .map(|(_, v)| v)
+            .collect()
+    };
+    let open = [
+        "iqn.2026-11.org.rstmf:t2",
+        "iqn.2026-11.org.rstmf:t5",
+        "iqn.2026-11.org.rstmf:t6",
+    ];
+    let mut with_t1 = vec!["iqn.2026-11.org.rstmf:t1"];
+    with_t1.extend(open);
+    assert_eq!(names(Identity::Proven), with_t1);
+    assert_eq!(names(Identity::Trusted), with_t1);
+    // Host1's ACL entry honours only a proven (or trusted) name.
+    assert_eq!(names(Identity::SharedSecret), open);
+    let c = DiscoveryContext {
+        identity: Identity::SharedSecret,
+        ..ctx(&cfg, &host1, SessionType::Discovery, None)
+    };
+    assert_eq!(ask(&c, "iqn.2026-11.org.rstmf:t1"), owned(&[]));
+}
+
+#[test]
+fn targets_without_a_usable_address_are_not_listed() {
+    // Without the local address, wildcard portals cannot be advertised: t2 (default
+    // portal group 0.0.0.0) and t5 (a wildcard TPG) have no address to log in at.
+    let cfg = config();
+    let host1 = name(HOST1);
+    let c = DiscoveryContext {
+        local_portal: None,
+        ..ctx(&cfg, &host1, SessionType::Discovery, None)
+    };
+    let names: Vec<String> = ask(&c, "All")
+        .into_iter()
+        .filter(|(k, _)| k == "TargetName")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(names, ["iqn.2026-11.org.rstmf:t1"]);
 }
 
 #[test]

@@ -34,6 +34,15 @@ struct Host {
     next_tsih: Option<u16>,
     states: HashMap<IscsiName, TargetState>,
     entropy: FixedEntropy,
+    /// The source is throttled (checked how many times).
+    throttled: bool,
+    throttle_checks: usize,
+    /// Failed verifications reported: (initiator, CHAP_N).
+    failures: Vec<(String, Option<String>)>,
+    successes: Vec<Identity>,
+    /// Targets `login_settings` was called with.
+    settings_for: Vec<Option<IscsiName>>,
+    random_calls: usize,
 }
 
 impl Default for Host {
@@ -43,6 +52,12 @@ impl Default for Host {
             next_tsih: Some(FIRST_TSIH),
             states: HashMap::new(),
             entropy: FixedEntropy::new(&SEED),
+            throttled: false,
+            throttle_checks: 0,
+            failures: Vec::new(),
+            successes: Vec::new(),
+            settings_for: Vec::new(),
+            random_calls: 0,
         }
     }
 }
@@ -66,7 +81,22 @@ impl LoginHost for Host {
         self.states.get(target).copied().unwrap_or_default()
     }
     fn fill_random(&mut self, buf: &mut [u8]) -> Result<(), EntropyError> {
+        self.random_calls += 1;
         self.entropy.fill(buf)
+    }
+    fn auth_throttled(&mut self) -> bool {
+        self.throttle_checks += 1;
+        self.throttled
+    }
+    fn auth_failed(&mut self, f: &AuthFailure<'_>) {
+        self.failures
+            .push((f.initiator.to_string(), f.user.map(str::to_owned)));
+    }
+    fn auth_succeeded(&mut self, identity: Identity) {
+        self.successes.push(identity);
+    }
+    fn login_settings(&mut self, target: Option<&IscsiName>, _settings: &mut LoginSettings) {
+        self.settings_for.push(target.cloned());
     }
 }
 
@@ -516,6 +546,7 @@ fn chap_one_way_success() {
             method: AuthMethod::Chap,
             chap_user: Some("libiscsi-user".into()),
             mutual: false,
+            identity: Identity::Proven,
         }
     );
     assert_eq!(out.params.auth_method, AuthMethod::Chap);
@@ -744,7 +775,7 @@ fn chap_keys_with_an_offer_that_resolves_to_none() {
         owned(&[("AuthMethod", "None"), ("TargetPortalGroupTag", "1")])
     );
     // Later CHAP keys are out of place.
-    let (p, err) = failed(h.send(OP, Some(FFP), &[("CHAP_A", "5")]));
+    let (p, err) = failed(h.send(OP, Some(FFP), &[("CHAP_N", "x")]));
     assert_failure(&p, LoginStatus::INITIATOR_ERROR);
     assert!(matches!(
         err,
@@ -985,6 +1016,7 @@ fn session_reinstatement() {
             key: session_key(),
             max_connections: 1,
             cids: vec![0],
+            identity: Identity::Trusted,
         },
     ));
     let (p, out) = completed(h.send(OP, Some(FFP), &libiscsi_operational("Normal")));
@@ -1002,6 +1034,7 @@ fn add_connection_and_connection_reinstatement() {
         key: session_key(),
         max_connections: 2,
         cids: vec![0],
+        identity: Identity::Trusted,
     };
     let op_keys = [
         ("HeaderDigest", "None"),
@@ -1376,8 +1409,12 @@ fn protocol_violations() {
             ("AuthMethod", "None"),
         ],
     ));
-    let (_, err) = failed(h.send(SEC, Some(OP), &[("AuthMethod", "None")]));
-    assert!(matches!(err, LoginError::Protocol(_)));
+    let (p, err) = failed(h.send(SEC, Some(OP), &[("AuthMethod", "None")]));
+    assert_failure(&p, LoginStatus::INITIATOR_ERROR);
+    assert_eq!(
+        err,
+        LoginError::BadKey(KeyError::Renegotiated("AuthMethod".into()))
+    );
 
     // A malformed InitiatorName.
     let mut h = Harness::new(config_with(target_cfg(TargetAuth::None)));
@@ -1459,6 +1496,15 @@ fn every_error_has_one_status() {
             0x0201,
         ),
         (E::Authentication(ChapError::Entropy(EntropyError)), 0x0300),
+        (E::Throttled, 0x0201),
+        (
+            E::TakeoverRefused {
+                tsih: 1,
+                old: Identity::Proven,
+                new: Identity::SharedSecret,
+            },
+            0x0201,
+        ),
         (
             E::NotAuthorized {
                 initiator: n.clone(),
@@ -1482,4 +1528,526 @@ fn every_error_has_one_status() {
         let got = u16::from(e.status_class()) << 8 | u16::from(e.status_detail());
         assert_eq!(got, code, "{e}");
     }
+}
+
+// ---- identity, throttling, RFC 7143 text rules -----------------------------------------
+
+const SHARED_USER: &str = "tuser";
+const SHARED_SECRET: &str = "per-target-secret";
+
+/// A CHAP target with a shared (target) account, and [`INI`] with its own context.
+fn shared_and_own_config(acl: &[&str]) -> IscsitConfig {
+    let mut t = target_cfg(TargetAuth::Chap);
+    t.chap = Some(ChapCredentials {
+        user: SHARED_USER.into(),
+        secret: secret(SHARED_SECRET),
+    });
+    t.acl = acl.iter().map(|a| name(a)).collect();
+    let mut cfg = config_with(t);
+    cfg.initiators.push(InitiatorContext {
+        name: name(INI),
+        chap_user: Some("libiscsi-user".into()),
+        chap_secret: Some(secret(INI_SECRET)),
+    });
+    cfg.validate().unwrap();
+    cfg
+}
+
+/// A libiscsi-style CHAP login of `initiator` answered with (`user`, `secret`); the
+/// last step.
+fn chap_login(h: &mut Harness, initiator: &str, user: &str, secret: &str) -> LoginStep {
+    continued(h.send(
+        SEC,
+        Some(OP),
+        &[
+            ("InitiatorName", initiator),
+            ("TargetName", TGT),
+            ("SessionType", "Normal"),
+            ("AuthMethod", "CHAP,None"),
+        ],
+    ));
+    continued(h.send(SEC, None, &[("CHAP_A", "5")]));
+    let r = libiscsi_chap_r(secret);
+    h.send(SEC, Some(OP), &[("CHAP_N", user), ("CHAP_R", &r)])
+}
+
+/// Finishes a login that left the security stage.
+fn operational(h: &mut Harness, initiator: &str) -> LoginStep {
+    let mut keys = libiscsi_operational("Normal");
+    keys[0] = ("InitiatorName", initiator);
+    h.send(OP, Some(FFP), &keys)
+}
+
+#[test]
+fn the_target_secret_cannot_claim_a_name_that_has_its_own_secret() {
+    // The impostor knows the target-wide secret and claims INI, which has a context.
+    let mut h = Harness::new(shared_and_own_config(&[]));
+    let (p, err) = failed(chap_login(&mut h, INI, SHARED_USER, SHARED_SECRET));
+    assert_failure(&p, LoginStatus::AUTHENTICATION_FAILURE);
+    assert_eq!(
+        (p.header.status.class, p.header.status.detail),
+        (0x02, 0x01)
+    );
+    assert_eq!(
+        err,
+        LoginError::Authentication(ChapError::UnknownUser(SHARED_USER.into()))
+    );
+    // The failure is reported (name and user as claimed, no secret) for the throttle.
+    assert_eq!(
+        h.host.failures,
+        [(INI.to_string(), Some(SHARED_USER.to_string()))]
+    );
+    // Even with INI's own CHAP user name, the shared secret does not prove INI.
+    let mut h = Harness::new(shared_and_own_config(&[]));
+    let (p, _) = failed(chap_login(&mut h, INI, "libiscsi-user", SHARED_SECRET));
+    assert_failure(&p, LoginStatus::AUTHENTICATION_FAILURE);
+
+    // INI with its own secret: proven.
+    let mut h = Harness::new(shared_and_own_config(&[]));
+    continued(chap_login(&mut h, INI, "libiscsi-user", INI_SECRET));
+    let (_, out) = completed(operational(&mut h, INI));
+    assert_eq!(out.auth.identity, Identity::Proven);
+    assert_eq!(h.host.successes, [Identity::Proven]);
+
+    // A name without a context may use the shared account: it gets in, unproven.
+    let mut h = Harness::new(shared_and_own_config(&[]));
+    continued(chap_login(&mut h, OPEN_ISCSI, SHARED_USER, SHARED_SECRET));
+    let (_, out) = completed(operational(&mut h, OPEN_ISCSI));
+    assert_eq!(out.auth.identity, Identity::SharedSecret);
+    assert_eq!(out.initiator_name, name(OPEN_ISCSI));
+    assert!(h.host.failures.is_empty());
+
+    // Without authentication, names are trusted.
+    let mut h = Harness::new(config_with(target_cfg(TargetAuth::None)));
+    let (_, out) = completed(h.send(OP, Some(FFP), &libiscsi_operational("Normal")));
+    assert_eq!(out.auth.identity, Identity::Trusted);
+}
+
+#[test]
+fn acl_entries_admit_only_proven_names() {
+    let cfg = shared_and_own_config(&[INI, OPEN_ISCSI]);
+    // OPEN_ISCSI is in the ACL but has no context: the shared secret does not prove
+    // it, so the ACL entry does not apply (0x0202 after CHAP, no keys).
+    let mut h = Harness::new(cfg.clone());
+    let (p, err) = failed(chap_login(&mut h, OPEN_ISCSI, SHARED_USER, SHARED_SECRET));
+    assert_failure(&p, LoginStatus::AUTHORIZATION_FAILURE);
+    assert_eq!(
+        (p.header.status.class, p.header.status.detail),
+        (0x02, 0x02)
+    );
+    assert!(matches!(err, LoginError::NotAuthorized { .. }));
+    // INI proves its name: admitted.
+    let mut h = Harness::new(cfg);
+    continued(chap_login(&mut h, INI, "libiscsi-user", INI_SECRET));
+    completed(operational(&mut h, INI));
+    // A name outside the ACL is refused before any CHAP.
+    let mut h = Harness::new(shared_and_own_config(&[INI]));
+    let (p, _) = failed(h.send(
+        SEC,
+        Some(OP),
+        &[
+            ("InitiatorName", OPEN_ISCSI),
+            ("TargetName", TGT),
+            ("AuthMethod", "CHAP"),
+        ],
+    ));
+    assert_failure(&p, LoginStatus::AUTHORIZATION_FAILURE);
+    assert_eq!(h.host.random_calls, 0, "no challenge was made");
+}
+
+fn existing(identity: Identity, initiator: &str, max_connections: u16) -> ExistingSession {
+    ExistingSession {
+        key: SessionKey {
+            initiator: name(initiator),
+            ..session_key()
+        },
+        max_connections,
+        cids: vec![0],
+        identity,
+    }
+}
+
+#[test]
+fn a_proven_session_is_taken_over_only_by_a_login_that_proves_the_name() {
+    // The old session of OPEN_ISCSI was proven by a context that was deleted since; a
+    // login with the shared secret may not reinstate (kick) it.
+    let cfg = shared_and_own_config(&[]);
+    let mut h = Harness::new(cfg.clone());
+    h.host
+        .sessions
+        .push((0x0777, existing(Identity::Proven, OPEN_ISCSI, 1)));
+    continued(chap_login(&mut h, OPEN_ISCSI, SHARED_USER, SHARED_SECRET));
+    let (p, err) = failed(operational(&mut h, OPEN_ISCSI));
+    assert_failure(&p, LoginStatus::AUTHENTICATION_FAILURE);
+    assert_eq!(
+        err,
+        LoginError::TakeoverRefused {
+            tsih: 0x0777,
+            old: Identity::Proven,
+            new: Identity::SharedSecret
+        }
+    );
+    // Nor by a login to a target that stopped asking for authentication.
+    let mut h = Harness::new(config_with(target_cfg(TargetAuth::None)));
+    h.host
+        .sessions
+        .push((0x0777, existing(Identity::Proven, INI, 1)));
+    let (p, err) = failed(h.send(OP, Some(FFP), &libiscsi_operational("Normal")));
+    assert_failure(&p, LoginStatus::AUTHENTICATION_FAILURE);
+    assert!(matches!(err, LoginError::TakeoverRefused { .. }));
+
+    // The same name proven again reinstates it.
+    let mut h = Harness::new(cfg.clone());
+    h.host
+        .sessions
+        .push((0x0777, existing(Identity::Proven, INI, 1)));
+    continued(chap_login(&mut h, INI, "libiscsi-user", INI_SECRET));
+    let (_, out) = completed(operational(&mut h, INI));
+    assert_eq!(
+        out.disposition,
+        SessionDisposition::Reinstate { old_tsih: 0x0777 }
+    );
+
+    // Shared-secret sessions are one principal: reinstated by a shared-secret login and
+    // by a proven one.
+    for (who, user, sec) in [
+        (OPEN_ISCSI, SHARED_USER, SHARED_SECRET),
+        (INI, "libiscsi-user", INI_SECRET),
+    ] {
+        let mut h = Harness::new(cfg.clone());
+        h.host
+            .sessions
+            .push((0x0777, existing(Identity::SharedSecret, who, 1)));
+        continued(chap_login(&mut h, who, user, sec));
+        let (_, out) = completed(operational(&mut h, who));
+        assert_eq!(
+            out.disposition,
+            SessionDisposition::Reinstate { old_tsih: 0x0777 },
+            "{who}"
+        );
+    }
+}
+
+#[test]
+fn a_connection_joins_a_proven_session_only_by_proving_the_name() {
+    let cfg = shared_and_own_config(&[]);
+    let mut h = Harness::new(cfg.clone());
+    h.host
+        .sessions
+        .push((0x0777, existing(Identity::Proven, OPEN_ISCSI, 2)));
+    h.tsih = 0x0777;
+    h.cid = 1;
+    continued(chap_login(&mut h, OPEN_ISCSI, SHARED_USER, SHARED_SECRET));
+    let (p, err) = failed(h.send(OP, Some(FFP), &[("HeaderDigest", "None")]));
+    assert_failure(&p, LoginStatus::AUTHENTICATION_FAILURE);
+    assert_eq!(p.header.tsih, 0x0777);
+    assert!(matches!(
+        err,
+        LoginError::TakeoverRefused { tsih: 0x0777, .. }
+    ));
+    // Proving it: the connection joins.
+    let mut h = Harness::new(cfg);
+    h.host
+        .sessions
+        .push((0x0777, existing(Identity::Proven, INI, 2)));
+    h.tsih = 0x0777;
+    h.cid = 1;
+    continued(chap_login(&mut h, INI, "libiscsi-user", INI_SECRET));
+    let (_, out) = completed(h.send(OP, Some(FFP), &[("HeaderDigest", "None")]));
+    assert_eq!(out.disposition, SessionDisposition::AddConnection);
+}
+
+#[test]
+fn a_throttled_source_costs_a_look_up() {
+    // Refused at the first request: the text (here not even valid) is never parsed and
+    // no challenge is made.
+    let mut h = Harness::new(chap_config(false));
+    h.host.throttled = true;
+    let req = h.req(SEC, Some(OP), false);
+    let (p, err) = failed(h.raw(req, b"garbage without NUL"));
+    assert_failure(&p, LoginStatus::AUTHENTICATION_FAILURE);
+    assert_eq!(err, LoginError::Throttled);
+    assert_eq!((h.host.throttle_checks, h.host.random_calls), (1, 0));
+    assert_header_ids(&p, SEC);
+
+    // Throttled between challenge and response: refused without computing CHAP, and
+    // not counted as a failed guess.
+    let mut h = Harness::new(chap_config(false));
+    chap_until_response(&mut h);
+    h.host.throttled = true;
+    let r = libiscsi_chap_r(INI_SECRET);
+    let (p, err) = failed(h.send(
+        SEC,
+        Some(OP),
+        &[("CHAP_N", "libiscsi-user"), ("CHAP_R", &r)],
+    ));
+    assert_failure(&p, LoginStatus::AUTHENTICATION_FAILURE);
+    assert_eq!(err, LoginError::Throttled);
+    assert!(h.host.failures.is_empty() && h.host.successes.is_empty());
+
+    // Only verifications count: refusing AuthMethod=None is not a guess.
+    let mut h = Harness::new(chap_config(false));
+    failed(h.send(
+        SEC,
+        Some(OP),
+        &[
+            ("InitiatorName", INI),
+            ("TargetName", TGT),
+            ("AuthMethod", "None"),
+        ],
+    ));
+    assert!(h.host.failures.is_empty());
+    // A wrong secret is one failure.
+    let mut h = Harness::new(chap_config(false));
+    failed(chap_login(&mut h, INI, "libiscsi-user", "wrong-secret-000"));
+    assert_eq!(h.host.failures.len(), 1);
+}
+
+#[test]
+fn a_text_split_anywhere_across_pdus_is_the_same_text() {
+    let keys = [
+        ("InitiatorName", INI),
+        ("TargetName", TGT),
+        ("SessionType", "Normal"),
+        ("AuthMethod", "None"),
+    ];
+    let text = encode(&keys);
+    let mut whole = Harness::new(config_with(target_cfg(TargetAuth::None)));
+    let expected = continued(whole.send(SEC, Some(OP), &keys));
+    for cut in 1..text.len() {
+        let mut h = Harness::new(config_with(target_cfg(TargetAuth::None)));
+        let req = h.req(SEC, None, true);
+        let ack = continued(h.raw(req, &text[..cut]));
+        // The answer to C=1: empty, T=0, C=0, same stage, TSIH 0, success.
+        assert_header(&ack, None, SEC, 0);
+        assert!(ack.data.is_empty(), "cut {cut}");
+        let req = h.req(SEC, Some(OP), false);
+        let pdu = continued(h.raw(req, &text[cut..]));
+        assert_eq!(kv(&pdu), kv(&expected), "cut {cut}");
+        assert_header(&pdu, Some(OP), SEC, 0);
+        // The settings were chosen from the whole TargetName, not from the first part.
+        assert_eq!(h.host.settings_for, [Some(name(TGT))], "cut {cut}");
+    }
+    // Three parts, cuts inside a key name and inside a value.
+    let mut h = Harness::new(config_with(target_cfg(TargetAuth::None)));
+    let (a, b) = (5, text.len() - 7);
+    for (part, cont) in [(&text[..a], true), (&text[a..b], true)] {
+        let req = h.req(SEC, None, cont);
+        assert!(continued(h.raw(req, part)).data.is_empty());
+    }
+    let req = h.req(SEC, Some(OP), false);
+    assert_eq!(kv(&continued(h.raw(req, &text[b..]))), kv(&expected));
+}
+
+#[test]
+fn c_and_t_together_are_an_initiator_error() {
+    let mut h = Harness::new(config_with(target_cfg(TargetAuth::None)));
+    let mut req = h.req(SEC, Some(OP), true);
+    req.transit = true;
+    let (p, err) = failed(h.raw(req, &encode(&[("InitiatorName", INI)])));
+    assert_failure(&p, LoginStatus::INITIATOR_ERROR);
+    assert_eq!(
+        (p.header.status.class, p.header.status.detail),
+        (0x02, 0x00)
+    );
+    assert_eq!(err, LoginError::Protocol("T and C both set"));
+}
+
+#[test]
+fn a_key_sent_again_in_a_later_request_fails_the_login() {
+    // Operational stage, two requests without transit.
+    let mut h = Harness::new(config_with(target_cfg(TargetAuth::None)));
+    continued(h.send(
+        OP,
+        None,
+        &[
+            ("InitiatorName", INI),
+            ("TargetName", TGT),
+            ("MaxBurstLength", "65536"),
+        ],
+    ));
+    let (p, err) = failed(h.send(OP, Some(FFP), &[("MaxBurstLength", "65536")]));
+    assert_failure(&p, LoginStatus::INITIATOR_ERROR);
+    assert_eq!(
+        (p.header.status.class, p.header.status.detail),
+        (0x02, 0x00)
+    );
+    assert_eq!(
+        err,
+        LoginError::BadKey(KeyError::Renegotiated("MaxBurstLength".into()))
+    );
+    // A declaration too (MaxRecvDataSegmentLength), and an unknown key.
+    for key in [
+        ("MaxRecvDataSegmentLength", "8192"),
+        ("X-org.example.K", "1"),
+    ] {
+        let mut h = Harness::new(config_with(target_cfg(TargetAuth::None)));
+        continued(h.send(
+            OP,
+            None,
+            &[("InitiatorName", INI), ("TargetName", TGT), key],
+        ));
+        let (p, err) = failed(h.send(OP, Some(FFP), &[key]));
+        assert_failure(&p, LoginStatus::INITIATOR_ERROR);
+        assert_eq!(
+            err,
+            LoginError::BadKey(KeyError::Renegotiated(key.0.into()))
+        );
+    }
+    // Across stages: a security key in the security stage, then again (WrongStage is
+    // not what stops it: it is the repetition).
+    let mut h = Harness::new(config_with(target_cfg(TargetAuth::None)));
+    continued(h.send(
+        SEC,
+        None,
+        &[
+            ("InitiatorName", INI),
+            ("TargetName", TGT),
+            ("X-org.example.K", "1"),
+        ],
+    ));
+    let (_, err) = failed(h.send(SEC, Some(OP), &[("X-org.example.K", "1")]));
+    assert_eq!(
+        err,
+        LoginError::BadKey(KeyError::Renegotiated("X-org.example.K".into()))
+    );
+    // Declarations repeated unchanged are tolerated (libiscsi); a changed alias is not.
+    let mut h = Harness::new(config_with(target_cfg(TargetAuth::None)));
+    continued(h.send(
+        SEC,
+        Some(OP),
+        &[
+            ("InitiatorName", INI),
+            ("InitiatorAlias", "host1"),
+            ("TargetName", TGT),
+            ("AuthMethod", "None"),
+        ],
+    ));
+    let (_, err) = failed(h.send(
+        OP,
+        Some(FFP),
+        &[("InitiatorName", INI), ("InitiatorAlias", "host2")],
+    ));
+    assert_eq!(err, LoginError::DeclarationChanged("InitiatorAlias"));
+}
+
+#[test]
+fn numbers_out_of_range_are_refused_not_clamped() {
+    // A declaration cannot be answered Reject: the login fails (initiator error).
+    for bad in ["511", "16777216", "0"] {
+        let mut h = Harness::new(config_with(target_cfg(TargetAuth::None)));
+        let mut keys = libiscsi_operational("Normal");
+        for k in keys.iter_mut() {
+            if k.0 == "MaxRecvDataSegmentLength" {
+                k.1 = bad;
+            }
+        }
+        let (p, err) = failed(h.send(OP, Some(FFP), &keys));
+        assert_failure(&p, LoginStatus::INITIATOR_ERROR);
+        assert!(
+            matches!(
+                err,
+                LoginError::BadKey(KeyError::OutOfRange {
+                    key: "MaxRecvDataSegmentLength",
+                    ..
+                })
+            ),
+            "{bad}: {err:?}"
+        );
+    }
+    // Negotiated numbers out of range are answered Reject and keep their defaults.
+    let mut h = Harness::new(config_with(target_cfg(TargetAuth::None)));
+    let (p, out) = completed(h.send(
+        OP,
+        Some(FFP),
+        &[
+            ("InitiatorName", INI),
+            ("TargetName", TGT),
+            ("MaxBurstLength", "511"),
+            ("FirstBurstLength", "16777216"),
+            ("MaxConnections", "0"),
+            ("DefaultTime2Wait", "3601"),
+            ("MaxRecvDataSegmentLength", "16777215"),
+        ],
+    ));
+    let answers = kv(&p);
+    for k in [
+        "MaxBurstLength",
+        "FirstBurstLength",
+        "MaxConnections",
+        "DefaultTime2Wait",
+    ] {
+        assert!(
+            answers.contains(&(k.into(), "Reject".into())),
+            "{k}: {answers:?}"
+        );
+    }
+    let d = NegotiatedParams::default();
+    assert_eq!(out.params.max_burst_length, d.max_burst_length);
+    assert_eq!(out.params.first_burst_length, d.first_burst_length);
+    assert_eq!(out.params.max_connections, 1);
+    assert_eq!(out.params.default_time2wait, d.default_time2wait);
+    // The largest legal declaration is taken as is.
+    assert_eq!(out.params.max_send_data_segment_length, 16_777_215);
+}
+
+#[test]
+fn discovery_authentication_is_its_own_setting() {
+    // Targets require CHAP by default, discovery does not.
+    let mut cfg = chap_config(false);
+    cfg.defaults.auth = AuthPolicy::Chap;
+    cfg.defaults.discovery_auth = Some(AuthPolicy::None);
+    let mut h = Harness::new(cfg.clone());
+    let (_, out) = completed(h.send(
+        SEC,
+        Some(FFP),
+        &[
+            ("InitiatorName", OPEN_ISCSI),
+            ("SessionType", "Discovery"),
+            ("AuthMethod", "None"),
+        ],
+    ));
+    assert_eq!(out.auth.identity, Identity::Trusted);
+    // Discovery CHAP with the defaults' discovery account: a shared secret.
+    cfg.defaults.discovery_auth = Some(AuthPolicy::Chap);
+    cfg.defaults.discovery_chap = Some(ChapCredentials {
+        user: "disc".into(),
+        secret: secret("discovery-secret-1"),
+    });
+    cfg.validate().unwrap();
+    let discovery = |cfg: &IscsitConfig, who: &str, user: &str, sec: &str| {
+        let mut h = Harness::new(cfg.clone());
+        continued(h.send(
+            SEC,
+            Some(FFP),
+            &[
+                ("InitiatorName", who),
+                ("SessionType", "Discovery"),
+                ("AuthMethod", "CHAP"),
+            ],
+        ));
+        continued(h.send(SEC, None, &[("CHAP_A", "5")]));
+        let r = libiscsi_chap_r(sec);
+        h.send(SEC, Some(FFP), &[("CHAP_N", user), ("CHAP_R", &r)])
+    };
+    let (_, out) = completed(discovery(&cfg, OPEN_ISCSI, "disc", "discovery-secret-1"));
+    assert_eq!(out.auth.identity, Identity::SharedSecret);
+    // An initiator with its own context uses it; the discovery account does not prove it.
+    let (_, out) = completed(discovery(&cfg, INI, "libiscsi-user", INI_SECRET));
+    assert_eq!(out.auth.identity, Identity::Proven);
+    let (p, _) = failed(discovery(&cfg, INI, "disc", "discovery-secret-1"));
+    assert_failure(&p, LoginStatus::AUTHENTICATION_FAILURE);
+    // Unset, discovery follows the targets' default (as before the setting existed).
+    cfg.defaults.discovery_auth = None;
+    cfg.defaults.auth = AuthPolicy::None;
+    let mut h = Harness::new(cfg);
+    completed(h.send(
+        SEC,
+        Some(FFP),
+        &[
+            ("InitiatorName", OPEN_ISCSI),
+            ("SessionType", "Discovery"),
+            ("AuthMethod", "None"),
+        ],
+    ));
 }

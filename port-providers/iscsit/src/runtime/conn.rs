@@ -11,12 +11,13 @@ use super::deferred::{defer, Act, Frame};
 use super::pool::{BufPool, OwnedBuf};
 use super::session::{HeldPdu, Session, Slot};
 use super::Runtime;
+use crate::auth::Identity;
 use crate::config::{AclPolicy, TargetState};
 use crate::discovery::{answer_text, DiscoveryContext, TextInput, TextResponder};
 use crate::ffp::{self, Admit, CmdStatus};
 use crate::limits::Limits;
 use crate::login::{
-    ExistingSession, LoginEnv, LoginHost, LoginOutcome, LoginSettings, LoginStep,
+    AuthFailure, ExistingSession, LoginEnv, LoginHost, LoginOutcome, LoginSettings, LoginStep,
     SessionDisposition, SessionKey, TargetLogin,
 };
 use crate::names::IscsiName;
@@ -839,7 +840,13 @@ impl ConnSt {
         };
         let step = {
             let cfg = rt.config_read();
-            let mut host = LoginHostImpl { rt };
+            let mut host = LoginHostImpl {
+                rt,
+                cfg: &cfg,
+                peer: ctx.conn.peer,
+                local: ctx.conn.local,
+                throttle: rt.throttle_config_of(&cfg),
+            };
             let mut env = LoginEnv {
                 config: &cfg,
                 access: &AclPolicy,
@@ -852,7 +859,18 @@ impl ConnSt {
                 self.send_login(ctx, &p.header, &p.data);
             }
             LoginStep::Fail(p, err) => {
-                tracing::info!(conn = ctx.conn.id, peer = %ctx.conn.peer, error = %err, "iSCSI login refused");
+                // Failed CHAP is logged, rate-limited, by `auth_failed`; a throttled
+                // source gets no line per attempt.
+                let quiet = matches!(
+                    err,
+                    crate::login::LoginError::Throttled
+                        | crate::login::LoginError::Authentication(_)
+                );
+                if quiet {
+                    tracing::debug!(conn = ctx.conn.id, peer = %ctx.conn.peer, error = %err, "iSCSI login refused");
+                } else {
+                    tracing::info!(conn = ctx.conn.id, peer = %ctx.conn.peer, error = %err, "iSCSI login refused");
+                }
                 self.send_login(ctx, &p.header, &p.data);
                 self.c.gone_after_flush(Gone::Failed);
             }
@@ -906,23 +924,31 @@ impl ConnSt {
                         let lport = *t.lport.get().ok_or(LoginStatus::SERVICE_UNAVAILABLE)?;
                         let name = super::session::port_name(&key);
                         let alias = o.initiator_alias.clone().unwrap_or_default();
-                        Some(rt.host.register_session(lport, &name, &alias, "").map_err(|st| {
+                        let flags = if o.auth.identity.name_honoured() {
+                            0
+                        } else {
+                            plugins_sdk::abi::session_flags::NAME_UNPROVEN
+                        };
+                        Some(rt.host.register_session_with_flags(lport, &name, &alias, "", flags).map_err(|st| {
                             tracing::warn!(target = %t.name, "registering the session: {st}");
                             LoginStatus::SERVICE_UNAVAILABLE
                         })?)
                     }
                     None => None,
                 };
-                let s = Arc::new(Session::new(
-                    o.tsih,
-                    key,
-                    target.clone(),
-                    handle,
-                    o.params.clone(),
-                    self.c.login_cmd_sn,
-                    &self.c.lim,
-                    Arc::clone(&rt.buffers),
-                ));
+                let s = Arc::new(
+                    Session::new(
+                        o.tsih,
+                        key,
+                        target.clone(),
+                        handle,
+                        o.params.clone(),
+                        self.c.login_cmd_sn,
+                        &self.c.lim,
+                        Arc::clone(&rt.buffers),
+                    )
+                    .with_identity(o.auth.identity),
+                );
                 let (weak, rt2) = (Arc::downgrade(&s), Arc::downgrade(rt));
                 s.account.on_relief(Box::new(move || {
                     if let (Some(s), Some(rt)) = (weak.upgrade(), rt2.upgrade()) {
@@ -1045,6 +1071,11 @@ impl ConnSt {
 /// What the login asks of the provider, from the runtime's tables.
 struct LoginHostImpl<'a> {
     rt: &'a Arc<Runtime>,
+    /// The configuration the login reads (held by the caller: never read it again).
+    cfg: &'a crate::config::IscsitConfig,
+    peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+    throttle: crate::auth::ThrottleConfig,
 }
 
 impl LoginHost for LoginHostImpl<'_> {
@@ -1054,7 +1085,48 @@ impl LoginHost for LoginHostImpl<'_> {
             key: s.key.clone(),
             max_connections: s.params.max_connections,
             cids: s.cids(),
+            identity: s.identity,
         })
+    }
+
+    fn auth_throttled(&mut self) -> bool {
+        let now = Instant::now();
+        self.rt.auth_throttle().check(self.peer.ip(), now).is_some()
+    }
+
+    fn auth_failed(&mut self, f: &AuthFailure<'_>) {
+        let now = Instant::now();
+        let note = self.rt.auth_throttle().failed(
+            &self.throttle,
+            self.peer.ip(),
+            f.initiator.as_str(),
+            now,
+        );
+        if let Some(suppressed) = note.log {
+            tracing::warn!(
+                source = %note.source,
+                peer = %self.peer,
+                initiator = %f.initiator,
+                target = ?f.target.map(IscsiName::as_str),
+                user = ?f.user,
+                error = %f.error,
+                consecutive = note.streak,
+                suppressed,
+                throttled_ms = note.throttled_for.map_or(0, |d| d.as_millis() as u64),
+                "iSCSI CHAP authentication failed"
+            );
+        }
+    }
+
+    fn auth_succeeded(&mut self, _identity: Identity) {
+        self.rt.auth_throttle().succeeded();
+    }
+
+    fn login_settings(&mut self, target: Option<&IscsiName>, settings: &mut LoginSettings) {
+        let rdma = settings.local.rdma_extensions;
+        settings.local = Runtime::local_config_of(self.cfg, target);
+        settings.local.rdma_extensions = rdma;
+        settings.portal_group = Runtime::portal_group_of(self.cfg, self.local, target);
     }
 
     fn find_session(&self, key: &SessionKey) -> Option<u16> {
@@ -1417,6 +1489,7 @@ impl Core {
                         access: &AclPolicy,
                         is_online: &is_online,
                         initiator: &s.key.initiator,
+                        identity: s.identity,
                         session_type: if s.is_discovery() {
                             SessionType::Discovery
                         } else {

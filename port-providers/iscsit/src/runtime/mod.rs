@@ -17,6 +17,7 @@ pub mod pool;
 pub mod session;
 pub mod target;
 
+use crate::auth::{AuthStats, AuthThrottle, ThrottleConfig};
 use crate::config::{IscsitConfig, TargetConfig, DEFAULT_TPG_TAG};
 use crate::limits::{physical_memory, Limits};
 use crate::login::{default_local_config, SessionKey};
@@ -62,6 +63,8 @@ pub struct Runtime {
     pub buffers: Arc<Budget>,
     /// Connection counts and refusals.
     pub admission: Arc<Admission>,
+    /// Failed-authentication accounting and throttling (all portals).
+    auth: Mutex<AuthThrottle>,
 }
 
 impl Runtime {
@@ -79,6 +82,7 @@ impl Runtime {
             next_id: AtomicU64::new(1),
             buffers: Arc::new(Budget::new(budget)),
             admission: Arc::new(Admission::default()),
+            auth: Mutex::new(AuthThrottle::new()),
         });
         let n = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
         let loops = Loops::start(n, Arc::downgrade(&rt))?;
@@ -119,8 +123,12 @@ impl Runtime {
     /// The operational key policy of a login to `target` (`None`: discovery): its digest
     /// policy from the configuration.
     pub fn local_config(&self, target: Option<&IscsiName>) -> LocalConfig {
+        Self::local_config_of(&self.config_read(), target)
+    }
+
+    /// [`Runtime::local_config`] from `cfg` (for callers holding the configuration).
+    pub fn local_config_of(cfg: &IscsitConfig, target: Option<&IscsiName>) -> LocalConfig {
         let required = {
-            let cfg = self.config_read();
             let t = target.and_then(|n| cfg.target(n));
             cfg.digests_of(t).required()
         };
@@ -152,6 +160,27 @@ impl Runtime {
         })
     }
 
+    /// The throttle's knobs now.
+    pub fn throttle_config(&self) -> ThrottleConfig {
+        self.throttle_config_of(&self.config_read())
+    }
+
+    /// The throttle's knobs of `cfg`.
+    pub fn throttle_config_of(&self, cfg: &IscsitConfig) -> ThrottleConfig {
+        ThrottleConfig::from_limits(&cfg.defaults.limits)
+    }
+
+    /// The failed-authentication table (see [`crate::auth`]).
+    pub fn auth_throttle(&self) -> MutexGuard<'_, AuthThrottle> {
+        lock(&self.auth)
+    }
+
+    /// `list-auth-stats`.
+    pub fn auth_stats(&self) -> AuthStats {
+        let cfg = self.throttle_config();
+        self.auth_throttle().stats(&cfg, std::time::Instant::now())
+    }
+
     /// Keepalive settings of a connection to `target` (`None`: discovery); `None` when
     /// keepalive is off.
     pub fn keepalive(&self, target: Option<&IscsiName>) -> Option<Keepalive> {
@@ -166,7 +195,15 @@ impl Runtime {
     /// The portal group tag of a connection on `local` for a login to `target` (`None`:
     /// discovery): the group of the target's that has the portal, 0 when none has it.
     pub fn portal_group_for(&self, local: SocketAddr, target: Option<&IscsiName>) -> u16 {
-        let cfg = self.config_read();
+        Self::portal_group_of(&self.config_read(), local, target)
+    }
+
+    /// [`Runtime::portal_group_for`] from `cfg` (for callers holding the configuration).
+    pub fn portal_group_of(
+        cfg: &IscsitConfig,
+        local: SocketAddr,
+        target: Option<&IscsiName>,
+    ) -> u16 {
         let serves = |tag: u16| {
             cfg.portals_of(tag).iter().any(|p| {
                 p.addr().port() == local.port() && (p.is_wildcard() || same_ip(p.addr(), local))

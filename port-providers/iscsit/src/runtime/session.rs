@@ -4,6 +4,7 @@
 use super::conn::Conn;
 use super::pool::{Account, Budget, OwnedBuf};
 use super::target::Target;
+use crate::auth::Identity;
 use crate::ffp::{Admit, CmdWindow};
 use crate::limits::Limits;
 use crate::login::SessionKey;
@@ -63,6 +64,8 @@ pub struct Session {
     pub params: NegotiatedParams,
     /// InitiatorAlias.
     pub initiator_alias: String,
+    /// What the leading login established about the initiator name.
+    pub identity: Identity,
     window: Mutex<Window>,
     conns: Mutex<Vec<Arc<Conn>>>,
     closing: AtomicBool,
@@ -91,6 +94,7 @@ impl Session {
             target,
             handle,
             initiator_alias: params.initiator_alias.clone().unwrap_or_default(),
+            identity: Identity::Trusted,
             params,
             window: Mutex::new(Window {
                 win: CmdWindow::new(cmd_sn, limits.cmd_window, limits.max_immediate_commands),
@@ -101,6 +105,12 @@ impl Session {
             account: Account::new(limits.session_buffer_memory),
             global,
         }
+    }
+
+    /// The session with the identity its leading login established.
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
+        self
     }
 
     /// True for a discovery session.
