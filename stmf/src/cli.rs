@@ -100,22 +100,26 @@ impl Client {
             path: self.path.clone(),
             error,
         };
-        self.writer.write_all(line.as_bytes()).map_err(io_err)?;
+        // A daemon that refuses the connection (too many clients) writes its reason and
+        // closes: if sending fails, its reply may still be waiting to be read.
+        let sent = self.writer.write_all(line.as_bytes());
         let mut reply = String::new();
-        if self
-            .reader
-            .read_line(&mut reply)
-            .map_err(|error| ClientError::Io {
-                path: self.path.clone(),
-                error,
-            })?
-            == 0
-        {
+        let read = self.reader.read_line(&mut reply);
+        let n = match (sent, read) {
+            (_, Ok(n)) if n > 0 => n,
+            (Err(error), _) => return Err(io_err(error)),
+            (Ok(()), Err(error)) => return Err(io_err(error)),
+            (Ok(()), Ok(n)) => n,
+        };
+        if n == 0 {
             return Err(ClientError::BadReply("stmfd closed the connection".into()));
         }
         let reply: Reply =
             serde_json::from_str(&reply).map_err(|e| ClientError::BadReply(e.to_string()))?;
-        if reply.id != id {
+        // An error with a null id is about the connection (too many clients, a late or
+        // oversized request): the daemon's message says it.
+        let about_connection = reply.id.is_null() && !reply.ok;
+        if reply.id != id && !about_connection {
             return Err(ClientError::BadReply(format!(
                 "reply id {} does not match request id {id}",
                 reply.id

@@ -3,9 +3,9 @@
 //! ```json
 //! {"version":1,"settings":{..},"providers":[{"name":..,"path":..,"config":..}],"core":{..}}
 //! ```
-//! The file is rewritten atomically (temporary file in the same directory, write, fsync,
-//! rename, fsync of the directory) after every change. A file that cannot be parsed or has
-//! an unknown version is refused, never silently replaced.
+//! The file is rewritten atomically by [`write_file_atomic`] after every change. A file that
+//! cannot be parsed or has an unknown version is refused, never silently replaced; so is a
+//! `stmf.json` that is a symbolic link or anything but a regular file (it is never followed).
 //!
 //! A provider's `config` is its `save_config` string. A JSON object or array is embedded as
 //! is so the file stays readable; anything else (including the empty string) is stored as a
@@ -14,7 +14,7 @@
 use crate::{CoreConfig, Settings, Stmf};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -53,6 +53,14 @@ pub enum ConfigError {
         path: PathBuf,
         /// Version found in the file.
         found: u64,
+    },
+    /// The file is a symbolic link or a special file: never followed, read or replaced.
+    #[error("{path} is not a regular file ({found}); stmfd reads and replaces only a regular file there: move it away")]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is.
+        found: &'static str,
     },
     /// The daemon is shutting down; no more changes are accepted.
     #[error("stmfd is shutting down")]
@@ -151,7 +159,6 @@ pub struct RetainedProvider {
 /// Reads and writes `<state-dir>/stmf.json`; serialises saves and gates changes at shutdown.
 #[derive(Debug)]
 pub struct ConfigStore {
-    dir: PathBuf,
     path: PathBuf,
     retained: Mutex<Vec<RetainedProvider>>,
     /// `true` once closed. Commands that change state hold it shared from the change until
@@ -184,10 +191,8 @@ pub struct ChangeGuard<'a> {
 impl ConfigStore {
     /// A store for the state directory `dir` (which must exist before saving).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        let dir = dir.into();
-        let path = dir.join(CONFIG_FILE);
+        let path = dir.into().join(CONFIG_FILE);
         ConfigStore {
-            dir,
             path,
             retained: Mutex::new(Vec::new()),
             gate: RwLock::new(false),
@@ -203,17 +208,13 @@ impl ConfigStore {
 
     /// Reads the file: `Ok(None)` when there is none.
     pub fn load(&self) -> Result<Option<PersistedConfig>, ConfigError> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return Err(ConfigError::Corrupt {
-                    path: self.path.clone(),
-                    reason: "not UTF-8".into(),
-                })
-            }
-            Err(e) => return Err(io_err(&self.path, "read")(e)),
+        let Some(bytes) = read_regular(&self.path)? else {
+            return Ok(None);
         };
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::Corrupt {
+            path: self.path.clone(),
+            reason: "not UTF-8".into(),
+        })?;
         self.has_file.store(true, Ordering::SeqCst);
         PersistedConfig::parse(&self.path, &text).map(Some)
     }
@@ -311,37 +312,102 @@ impl ConfigStore {
         Ok(())
     }
 
-    /// Writes `cfg` atomically: temporary file, fsync, rename, fsync of the directory.
+    /// Writes `cfg` atomically ([`write_file_atomic`]).
     pub fn write(&self, cfg: &PersistedConfig) -> Result<(), ConfigError> {
         let mut text = serde_json::to_string_pretty(cfg)
             .map_err(|e| io_err(&self.path, "serialise")(std::io::Error::other(e)))?;
         text.push('\n');
-        let tmp = self.dir.join(format!(".{CONFIG_FILE}.tmp"));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io_err(&tmp, "create"))?;
-            f.write_all(text.as_bytes())
-                .map_err(io_err(&tmp, "write"))?;
-            f.sync_all().map_err(io_err(&tmp, "fsync"))?;
-            drop(f);
-            fs::rename(&tmp, &self.path).map_err(io_err(&self.path, "rename"))?;
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(&self.dir, "fsync"))
-        })();
-        match &result {
-            Ok(()) => self.has_file.store(true, Ordering::SeqCst),
-            Err(_) => {
-                let _ = fs::remove_file(&tmp);
-            }
-        }
-        result
+        write_file_atomic(&self.path, text.as_bytes())?;
+        self.has_file.store(true, Ordering::SeqCst);
+        Ok(())
     }
+}
+
+/// What a file type is, for messages.
+fn kind_of(t: fs::FileType) -> &'static str {
+    if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    }
+}
+
+/// Reads `path` if it is a regular file (`Ok(None)` when it does not exist), never following
+/// a symbolic link: `O_NOFOLLOW` refuses a link, `O_NONBLOCK` keeps a FIFO from blocking the
+/// open, and the opened file's own type is checked.
+pub fn read_regular(path: &Path) -> Result<Option<Vec<u8>>, ConfigError> {
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(ConfigError::NotRegular {
+                path: path.to_owned(),
+                found: "a symbolic link",
+            })
+        }
+        Err(e) => return Err(io_err(path, "open")(e)),
+    };
+    let t = f.metadata().map_err(io_err(path, "stat"))?.file_type();
+    if !t.is_file() {
+        return Err(ConfigError::NotRegular {
+            path: path.to_owned(),
+            found: kind_of(t),
+        });
+    }
+    let mut bytes = Vec::new();
+    (&f).read_to_end(&mut bytes).map_err(io_err(path, "read"))?;
+    Ok(Some(bytes))
+}
+
+/// Replaces `path` with `contents` atomically and durably, mode 0600.
+///
+/// The data goes to a new temporary file in the same directory with an unpredictable name
+/// (`.<name>.XXXXXX.tmp`, `tempfile`), created with `O_CREAT|O_EXCL|O_NOFOLLOW`: an existing
+/// file or a symbolic link planted at that name is never opened or followed, another name is
+/// tried instead. Then: fsync of the file, rename over `path` (which replaces a link at `path`
+/// rather than following it), fsync of the directory. On failure the temporary is removed and
+/// `path` is unchanged.
+pub fn write_file_atomic(path: &Path, contents: &[u8]) -> Result<(), ConfigError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        io_err(path, "write")(std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    })?;
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(name);
+    prefix.push(".");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .make_in(dir, |p| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(p)
+        })
+        .map_err(io_err(dir, "create a temporary file in"))?;
+    let tmp_path = tmp.path().to_owned();
+    tmp.as_file_mut()
+        .write_all(contents)
+        .map_err(io_err(&tmp_path, "write"))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err(&tmp_path, "fsync"))?;
+    tmp.persist(path)
+        .map_err(|e| io_err(path, "rename")(e.error))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir, "fsync"))
 }
 
 #[cfg(test)]
@@ -413,5 +479,33 @@ mod tests {
             1,
             "no temporary file left"
         );
+    }
+
+    #[test]
+    fn atomic_write_never_follows_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        // Links at the old fixed temporary name and at the file itself.
+        std::os::unix::fs::symlink(&victim, dir.path().join(".stmf.json.tmp")).unwrap();
+        let target = dir.path().join(CONFIG_FILE);
+        std::os::unix::fs::symlink(&victim, &target).unwrap();
+        write_file_atomic(&target, b"{}\n").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(fs::symlink_metadata(&target).unwrap().file_type().is_file());
+        assert_eq!(fs::read(&target).unwrap(), b"{}\n");
+        // A link as the configuration file is refused on read, and not followed.
+        fs::remove_file(&target).unwrap();
+        std::os::unix::fs::symlink(&victim, &target).unwrap();
+        let e = ConfigStore::new(dir.path()).load().unwrap_err();
+        assert!(matches!(e, ConfigError::NotRegular { .. }), "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // So is a FIFO, without blocking.
+        fs::remove_file(&target).unwrap();
+        let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = ConfigStore::new(dir.path()).load().unwrap_err();
+        assert!(e.to_string().contains("special file"), "{e}");
     }
 }

@@ -6,7 +6,10 @@
 //! is an [`ErrorKind`]. The full description is `docs/control-protocol.md`.
 //!
 //! [`handle`] answers one request line and has no I/O of its own besides saving the
-//! configuration after a change; [`serve_connection`] runs it over a byte stream.
+//! configuration after a change; [`serve_connection`] runs it over a byte stream;
+//! [`ClientSlots`] and [`serve_client`] bound what a client of the Unix socket can hold
+//! (a slot among [`ClientLimits::max_clients`], a request line of [`MAX_REQUEST_LINE`]
+//! bytes, and [`ClientLimits::timeout`] to send each request and to take each reply).
 
 use crate::config::{ConfigError, ConfigStore};
 use crate::{ErrorKind, GroupInfo, Guid, ProviderInfo, Result, Stmf, StmfError};
@@ -14,13 +17,21 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::cell::Cell;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Version of the protocol this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest request line accepted, in bytes (without the newline).
 pub const MAX_REQUEST_LINE: usize = 1 << 20;
+/// Default for [`ClientLimits::max_clients`] (`stmfd --max-control-clients`).
+pub const DEFAULT_MAX_CLIENTS: usize = 64;
+/// Default for [`ClientLimits::timeout`] (`stmfd --control-timeout-ms`).
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default path of the control socket.
 pub const DEFAULT_SOCKET: &str = "/run/rstmf/stmfd.sock";
 
@@ -691,12 +702,23 @@ fn list_target(c: &Ctx<'_>, a: Value) -> Result<Value> {
 ///
 /// A line longer than [`MAX_REQUEST_LINE`] gets a `protocol` error and the connection is
 /// closed (the rest of the line cannot be skipped safely); every other bad request gets an
-/// error reply and the connection goes on.
+/// error reply and the connection goes on. No timeouts: see [`serve_client`] for a socket.
 pub fn serve_connection(
+    stmf: &Stmf,
+    store: &ConfigStore,
+    reader: impl BufRead,
+    writer: impl Write,
+) -> io::Result<()> {
+    serve_lines(stmf, store, reader, writer, || {})
+}
+
+/// [`serve_connection`], calling `replied` after each reply is written.
+fn serve_lines(
     stmf: &Stmf,
     store: &ConfigStore,
     mut reader: impl BufRead,
     mut writer: impl Write,
+    mut replied: impl FnMut(),
 ) -> io::Result<()> {
     let mut buf = Vec::new();
     loop {
@@ -723,6 +745,7 @@ pub fn serve_connection(
                     &mut writer,
                     &Reply::err(Value::Null, protocol("request is not UTF-8")),
                 )?;
+                replied();
                 continue;
             }
         };
@@ -731,6 +754,7 @@ pub fn serve_connection(
             reply.push('\n');
             writer.write_all(reply.as_bytes())?;
             writer.flush()?;
+            replied();
         }
         if !complete {
             return Ok(()); // end of stream after a last line without newline
@@ -743,6 +767,142 @@ fn write_reply(w: &mut impl Write, r: &Reply) -> io::Result<()> {
     s.push('\n');
     w.write_all(s.as_bytes())?;
     w.flush()
+}
+
+/// What one client of the control socket may hold (`docs/control-protocol.md`, "Limits").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Clients served at once; one more gets a `busy` error line and is closed.
+    pub max_clients: usize,
+    /// Time a client has to send each complete request line (counted from the connection
+    /// or from the previous reply), and to take each reply; past it the connection is closed
+    /// (after a `protocol` error line when the request was late).
+    pub timeout: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_clients: DEFAULT_MAX_CLIENTS,
+            timeout: DEFAULT_CLIENT_TIMEOUT,
+        }
+    }
+}
+
+/// Counts the clients being served, up to a maximum.
+#[derive(Debug)]
+pub struct ClientSlots {
+    active: AtomicUsize,
+    max: usize,
+}
+
+/// One client's slot, freed on drop.
+#[derive(Debug)]
+pub struct ClientSlot(Arc<ClientSlots>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ClientSlots {
+    /// Room for `max` clients at once.
+    pub fn new(max: usize) -> Arc<ClientSlots> {
+        Arc::new(ClientSlots {
+            active: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    /// A slot, or `None` when `max` clients are being served.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<ClientSlot> {
+        self.active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| ClientSlot(self.clone()))
+    }
+
+    /// Clients being served.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+}
+
+/// Tells a client beyond the cap why it is closed: one `busy` error line, written without
+/// blocking (a client that does not read loses it), then the stream is dropped.
+pub fn refuse_client(stream: UnixStream, max: usize) {
+    let e = StmfError::busy(format!(
+        "too many control clients (the limit is {max}, stmfd --max-control-clients); try again later"
+    ));
+    let Ok(mut s) = serde_json::to_string(&Reply::err(Value::Null, e)) else {
+        return;
+    };
+    s.push('\n');
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = (&stream).write(s.as_bytes());
+    }
+}
+
+/// Reads from a Unix stream until a deadline that the serving loop moves.
+struct DeadlineReader<'a> {
+    stream: &'a UnixStream,
+    deadline: &'a Cell<Instant>,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self
+            .deadline
+            .get()
+            .saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        match (&*self.stream).read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::ErrorKind::TimedOut.into()),
+            r => r,
+        }
+    }
+}
+
+/// Serves one client of the Unix socket within `limits.timeout`: each request line must be
+/// complete within it (from the connection or the previous reply; blank lines do not
+/// count), and each reply must be taken within it. A late request gets one `protocol` error
+/// line, then the connection is closed.
+pub fn serve_client(
+    stmf: &Stmf,
+    store: &ConfigStore,
+    stream: &UnixStream,
+    limits: &ClientLimits,
+) -> io::Result<()> {
+    let timeout = limits.timeout;
+    stream.set_write_timeout(Some(timeout))?;
+    let deadline = Cell::new(Instant::now() + timeout);
+    let reader = BufReader::new(DeadlineReader {
+        stream,
+        deadline: &deadline,
+    });
+    let r = serve_lines(stmf, store, reader, stream, || {
+        deadline.set(Instant::now() + timeout)
+    });
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            let e = protocol(format!(
+                "no complete request within {} ms; closing the connection",
+                timeout.as_millis()
+            ));
+            let _ = write_reply(&mut &*stream, &Reply::err(Value::Null, e));
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "client sent no complete request in time",
+            ))
+        }
+        r => r,
+    }
 }
 
 #[cfg(test)]
@@ -827,6 +987,19 @@ mod tests {
             args(serde_json::json!({"guid": "600144F0000000000000000000000001", "all": true}))
                 .unwrap();
         assert!(v.all && v.entries.is_none());
+    }
+
+    #[test]
+    fn client_slots_cap_and_free() {
+        let slots = ClientSlots::new(2);
+        let a = slots.try_acquire().expect("first");
+        let b = slots.try_acquire().expect("second");
+        assert!(slots.try_acquire().is_none(), "third refused");
+        assert_eq!(slots.active(), 2);
+        drop(a);
+        let c = slots.try_acquire().expect("a slot was freed");
+        drop((b, c));
+        assert_eq!(slots.active(), 0);
     }
 
     #[test]

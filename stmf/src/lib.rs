@@ -26,6 +26,7 @@ mod session;
 pub mod stats;
 mod task;
 mod tm;
+pub mod trust;
 pub mod types;
 pub mod view;
 

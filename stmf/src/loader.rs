@@ -1,6 +1,13 @@
 //! Opening provider libraries and checking their root module before anything else is called.
+//!
+//! Before a library is opened, its path must be trusted ([`crate::trust`]): the file and
+//! every directory and link on its way owned by root or the daemon's user and writable by
+//! nobody else (sticky directories excepted on the way). Loading a library runs its code in
+//! the daemon, so whoever can change it owns the daemon. `stmfd --allow-insecure-providers`
+//! loads an untrusted library anyway, with a warning.
 
 use crate::error::{ErrorKind, Result, StmfError};
+use crate::trust::{self, Rule, INSECURE_PROVIDERS_FLAG};
 use plugins_sdk::abi::{ProviderKind, ProviderRoot, ABI_VERSION, ROOT_MAGIC, ROOT_SYMBOL};
 use plugins_sdk::layout::check_layouts;
 use std::path::Path;
@@ -27,6 +34,7 @@ pub(crate) fn open(path: &Path) -> Result<(libloading::Library, &'static Provide
     if !path.is_file() {
         return Err(load_err(&shown, "no such file"));
     }
+    check_trusted(path, &shown)?;
     // SAFETY: loading a library runs its initialisers; loading providers is what the admin
     // asked for. Nothing else from it is trusted before the checks below.
     let lib = unsafe { libloading::Library::new(path) }.map_err(|e| {
@@ -48,6 +56,26 @@ pub(crate) fn open(path: &Path) -> Result<(libloading::Library, &'static Provide
     // core keeps `lib` for as long as it uses the root.
     let root = unsafe { check_root(root, &shown)? };
     Ok((lib, root))
+}
+
+/// Refuses a library whose path is not trusted, unless `--allow-insecure-providers`.
+fn check_trusted(path: &Path, shown: &str) -> Result<()> {
+    let Err(u) = trust::check_path(path, Rule::TrustedFile) else {
+        return Ok(());
+    };
+    if trust::allow_insecure_providers() {
+        tracing::warn!(
+            "loading the insecure provider library {shown} ({INSECURE_PROVIDERS_FLAG}): {u}"
+        );
+        return Ok(());
+    }
+    Err(load_err(
+        shown,
+        format!(
+            "refused: insecure provider library: {u}; fix: {}, or start stmfd with {INSECURE_PROVIDERS_FLAG} to load it anyway",
+            u.fix()
+        ),
+    ))
 }
 
 /// Validates a root module: magic, ABI version, size, every type layout, kind and name.

@@ -75,11 +75,21 @@ impl DaemonEnv {
 
     /// Starts stmfd with `RUST_LOG=<filter>` (e.g. `trace` to check what it ever logs).
     pub fn start_with_log(&self, filter: &str) -> Daemon {
-        let n = fs::read_dir(self.dir.path()).map_or(0, |d| d.count());
-        let out = self.dir.path().join(format!("stdout.{n}"));
-        let err = self.dir.path().join(format!("stderr.{n}"));
-        let child = Command::new(artifact("stmfd"))
-            .arg("--state-dir")
+        self.spawn(self.command(filter))
+    }
+
+    /// Starts stmfd with extra command-line arguments.
+    pub fn start_with_args(&self, args: &[&str]) -> Daemon {
+        let mut cmd = self.command("info");
+        cmd.args(args);
+        self.spawn(cmd)
+    }
+
+    /// The stmfd command line for this scratch directory (state dir, socket, providers dir,
+    /// `RUST_LOG=<filter>`), for tests that add arguments or run it to its exit.
+    pub fn command(&self, filter: &str) -> Command {
+        let mut cmd = Command::new(artifact("stmfd"));
+        cmd.arg("--state-dir")
             .arg(self.state())
             .arg("--socket")
             .arg(self.socket())
@@ -89,7 +99,41 @@ impl DaemonEnv {
             .env_remove("STMFD_STATE_DIR")
             .env_remove("STMFD_PROVIDERS_DIR")
             .env("RUST_LOG", filter)
-            .stdin(Stdio::null())
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs stmfd with `args` until it exits by itself (start-up refusals); fails the test
+    /// if it is still running after [`DAEMON_WAIT`].
+    pub fn run_to_exit(&self, args: &[&str]) -> Output {
+        let mut child = self
+            .command("info")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn stmfd");
+        let start = Instant::now();
+        while child.try_wait().expect("try_wait").is_none() {
+            if start.elapsed() > DAEMON_WAIT {
+                let _ = child.kill();
+                let o = child.wait_with_output().expect("output");
+                panic!(
+                    "stmfd did not exit within {DAEMON_WAIT:?}\nstderr:\n{}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("output")
+    }
+
+    /// Starts `cmd` (from [`DaemonEnv::command`]) and waits until it answers `list-state`.
+    pub fn spawn(&self, mut cmd: Command) -> Daemon {
+        let n = fs::read_dir(self.dir.path()).map_or(0, |d| d.count());
+        let out = self.dir.path().join(format!("stdout.{n}"));
+        let err = self.dir.path().join(format!("stderr.{n}"));
+        let child = cmd
             .stdout(fs::File::create(&out).expect("stdout file"))
             .stderr(fs::File::create(&err).expect("stderr file"))
             .spawn()
@@ -127,6 +171,11 @@ impl Daemon {
     /// The control socket.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("stmfd running").id()
     }
 
     fn wait_ready(&mut self) {

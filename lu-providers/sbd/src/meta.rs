@@ -1,8 +1,10 @@
 //! LU metadata: everything needed to bring an LU back with `import-lu`.
 //!
 //! Kept in a separate JSON file next to the data (`<data>.meta` by default, or the `meta`
-//! property), replaced atomically on every change: written to a temporary file in the same
-//! directory, fsynced, renamed over the old one, and the directory fsynced. Why a separate
+//! property), replaced atomically on every change: written to a new temporary file in the
+//! same directory (an unpredictable name created with `O_CREAT|O_EXCL|O_NOFOLLOW`, so a file
+//! or symbolic link planted at any name is never opened or followed), fsynced, renamed over
+//! the old one, and the directory fsynced. Why a separate
 //! file rather than a metadata area at the start of the data (COMSTAR's default): the data
 //! file stays a plain disk image (usable by qemu, loop devices, `dd`) with LBA 0 at offset 0,
 //! a block device gives its whole capacity to the LU, and an atomic rename is a simpler
@@ -173,13 +175,16 @@ impl LuMeta {
         Self::parse(path, &text)
     }
 
-    /// Writes the metadata to `path` atomically (temp file, fsync, rename, fsync directory).
+    /// Writes the metadata to `path` atomically (temp file, fsync, rename, fsync directory;
+    /// see the module documentation).
     pub fn store(&self, path: &Path) -> Result<(), MetaError> {
         let io_err = |source: io::Error| MetaError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let text = serde_json::to_string_pretty(self).map_err(|e| io_err(io::Error::other(e)))?;
+        let mut text =
+            serde_json::to_string_pretty(self).map_err(|e| io_err(io::Error::other(e)))?;
+        text.push('\n');
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -187,28 +192,28 @@ impl LuMeta {
         let name = path
             .file_name()
             .ok_or_else(|| io_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp{}", std::process::id()));
-        let tmp = dir.join(tmp_name);
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(name);
+        prefix.push(".");
         let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, path)?;
+            let mut tmp = tempfile::Builder::new()
+                .prefix(&prefix)
+                .suffix(".tmp")
+                .make_in(&dir, |p| {
+                    OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                        .open(p)
+                })?;
+            tmp.as_file_mut().write_all(text.as_bytes())?;
+            tmp.as_file().sync_all()?;
+            // On failure the temporary file is removed when `tmp` is dropped.
+            tmp.persist(path).map_err(|e| e.error)?;
             File::open(&dir)?.sync_all()
         };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io_err(e)
-        })
+        write().map_err(io_err)
     }
 }
 
@@ -253,6 +258,19 @@ mod tests {
         m2.size = 2 << 30;
         m2.store(&p).expect("replace");
         assert_eq!(LuMeta::load(&p).expect("load").size, 2 << 30);
+
+        // A link planted at the old predictable temporary name is never followed.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("victim");
+        let old_tmp = dir
+            .path()
+            .join(format!(".lu.meta.tmp{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &old_tmp).expect("plant");
+        m.store(&p).expect("store past the link");
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
+        assert_eq!(LuMeta::load(&p).expect("load"), m);
+        std::fs::remove_file(&old_tmp).expect("rm link");
+        std::fs::remove_file(&victim).expect("rm victim");
 
         let bad = |t: &str| LuMeta::parse(&p, t).is_err();
         assert!(bad("{}"));

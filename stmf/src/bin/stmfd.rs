@@ -6,8 +6,8 @@ use clap::Parser;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::fs::{self, DirBuilder, File};
-use std::io::{BufReader, IsTerminal};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::io::IsTerminal;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -15,8 +15,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use stmf::config::{ConfigStore, PersistedConfig};
-use stmf::control::{self, DEFAULT_SOCKET};
+use std::time::Duration;
+use stmf::config::{self as store_config, ConfigStore, PersistedConfig};
+use stmf::control::{self, ClientLimits, ClientSlots, DEFAULT_SOCKET};
+use stmf::trust::{self, Rule};
 use stmf::{Guid, Settings, Stmf};
 use tracing_subscriber::EnvFilter;
 
@@ -25,7 +27,8 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser, Debug)]
 #[command(name = "stmfd", version)]
 struct Opts {
-    /// Directory of the persisted configuration (stmf.json).
+    /// Directory of the persisted configuration (stmf.json): created 0700 if missing;
+    /// refused unless owned by stmfd's user and writable by nobody else.
     #[arg(
         long,
         env = "STMFD_STATE_DIR",
@@ -33,7 +36,8 @@ struct Opts {
         value_name = "DIR"
     )]
     state_dir: PathBuf,
-    /// Control socket (created with mode 0600).
+    /// Control socket (created with mode 0600). Its directory is created 0700 if missing and
+    /// refused unless owned by stmfd's user and writable by nobody else.
     #[arg(long, env = "STMF_SOCKET", default_value = DEFAULT_SOCKET, value_name = "PATH")]
     socket: PathBuf,
     /// Where the embedded default looks for libsbd.so and libiscsit.so
@@ -44,6 +48,20 @@ struct Opts {
     /// (overrides the saved setting).
     #[arg(long, value_name = "MS")]
     abort_timeout_ms: Option<u64>,
+    /// Load provider libraries even when their file, or a directory on their path, is
+    /// writable by group or others or owned by another user than root or stmfd's (each such
+    /// load is logged as a warning). Only as this flag; never saved.
+    #[arg(long)]
+    allow_insecure_providers: bool,
+    /// Control clients served at once; one more gets a `busy` error and is closed.
+    #[arg(long, value_name = "N", default_value_t = control::DEFAULT_MAX_CLIENTS as u32,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_control_clients: u32,
+    /// Time a control client has to send each request and to take each reply before it is
+    /// disconnected.
+    #[arg(long, value_name = "MS", default_value_t = control::DEFAULT_CLIENT_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    control_timeout_ms: u64,
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `stmf=debug`) [default: $RUST_LOG or info].
     #[arg(long, value_name = "LEVEL")]
     log: Option<String>,
@@ -79,8 +97,19 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
 }
 
 fn run(opts: Opts) -> anyhow::Result<()> {
-    create_private_dir(&opts.state_dir)
-        .with_context(|| format!("state dir {}", opts.state_dir.display()))?;
+    raise_nofile_limit();
+    private_dir("state dir", &opts.state_dir)?;
+    if opts.allow_insecure_providers {
+        trust::set_allow_insecure_providers(true);
+        tracing::warn!(
+            "{}: provider libraries that others can change will be loaded",
+            trust::INSECURE_PROVIDERS_FLAG
+        );
+    }
+    let limits = ClientLimits {
+        max_clients: opts.max_control_clients as usize,
+        timeout: Duration::from_millis(opts.control_timeout_ms),
+    };
     let _lock = lock_state_dir(&opts.state_dir)?;
     let store = Arc::new(ConfigStore::new(&opts.state_dir));
     let saved = store.load().context("refusing to start")?;
@@ -126,7 +155,7 @@ fn run(opts: Opts) -> anyhow::Result<()> {
         let (stmf, store, stop) = (stmf.clone(), store.clone(), stop.clone());
         thread::Builder::new()
             .name("stmfd-accept".into())
-            .spawn(move || accept_loop(listener, stmf, store, stop))
+            .spawn(move || accept_loop(listener, stmf, store, stop, limits))
             .context("starting the acceptor thread")?
     };
     tracing::info!("serving on {}", opts.socket.display());
@@ -156,19 +185,110 @@ fn exe_dir() -> anyhow::Result<PathBuf> {
     Ok(exe.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)
+/// Creates `dir` with mode 0700 when it is missing (missing parents too), then refuses it
+/// unless it and the path to it are trusted ([`Rule::PrivateDir`]): one line naming the
+/// path, the problem and the fix.
+fn private_dir(what: &str, dir: &Path) -> anyhow::Result<()> {
+    if fs::symlink_metadata(dir).is_err() {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("{what} {}: creating it", dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("{what} {}: chmod 0700", dir.display()))?;
+    }
+    if let Err(u) = trust::check_path(dir, Rule::PrivateDir) {
+        bail!(
+            "{what} {} refused: {u}; fix: {}{}",
+            dir.display(),
+            u.fix(),
+            if u.is_final {
+                ""
+            } else {
+                " (or use another directory)"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The open-files limit to ask for: the hard limit (`nr_open`, the kernel's ceiling, when
+/// the hard limit is unlimited); `None` when the soft limit is there already.
+fn nofile_target(soft: u64, hard: u64, nr_open: Option<u64>) -> Option<u64> {
+    let ceiling = if hard == libc::RLIM_INFINITY {
+        nr_open.unwrap_or(1 << 20)
+    } else {
+        hard
+    };
+    (soft < ceiling).then_some(ceiling)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (every connection, LU file and client
+/// is a descriptor), logs the limit in force, and goes on with a warning when it cannot.
+fn raise_nofile_limit() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return tracing::warn!("cannot read the open-files limit (RLIMIT_NOFILE): {e}");
+    }
+    let nr_open = fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let Some(want) = nofile_target(rl.rlim_cur, rl.rlim_max, nr_open) else {
+        return tracing::info!("open-files limit (RLIMIT_NOFILE): {}", rl.rlim_cur);
+    };
+    let new = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: rl.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+        tracing::info!(
+            "open-files limit (RLIMIT_NOFILE): {want} (raised from {})",
+            rl.rlim_cur
+        );
+    } else {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(
+            "cannot raise the open-files limit (RLIMIT_NOFILE) from {} to {want}: {e}; going on with {}",
+            rl.rlim_cur,
+            rl.rlim_cur
+        );
+    }
 }
 
 /// Holds an exclusive lock on `<state-dir>/.stmfd.lock` so two daemons never share a state dir.
+/// A symbolic link or special file planted there is refused, never followed.
 fn lock_state_dir(dir: &Path) -> anyhow::Result<File> {
     let path = dir.join(".stmfd.lock");
     let f = File::options()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+        .with_context(|| {
+            format!(
+                "opening {} (a symbolic link there is not followed: remove it)",
+                path.display()
+            )
+        })?;
+    let kind = f
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?
+        .file_type();
+    if !kind.is_file() {
+        bail!(
+            "{} is not a regular file; remove it and start stmfd again",
+            path.display()
+        );
+    }
     // SAFETY: flock on a file descriptor we own; no memory is passed.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = std::io::Error::last_os_error();
@@ -184,11 +304,11 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<File> {
 /// file nobody answers on is stale and replaced; one that answers means another stmfd.
 fn bind_socket(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
     let shown = path.display();
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if !parent.exists() {
-            create_private_dir(parent).with_context(|| format!("creating {}", parent.display()))?;
-        }
-    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    private_dir("socket directory", parent)?;
     match fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => {
             bail!("{shown} exists and is not a socket; refusing to replace it")
@@ -245,7 +365,16 @@ impl Drop for SocketFile {
     }
 }
 
-fn accept_loop(listener: UnixListener, stmf: Stmf, store: Arc<ConfigStore>, stop: Arc<AtomicBool>) {
+/// Accepts control clients: each gets a thread and a slot among `limits.max_clients`; one
+/// more is refused with a `busy` line at once, the others keep being served.
+fn accept_loop(
+    listener: UnixListener,
+    stmf: Stmf,
+    store: Arc<ConfigStore>,
+    stop: Arc<AtomicBool>,
+    limits: ClientLimits,
+) {
+    let slots = ClientSlots::new(limits.max_clients);
     for conn in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -258,15 +387,20 @@ fn accept_loop(listener: UnixListener, stmf: Stmf, store: Arc<ConfigStore>, stop
                 continue;
             }
         };
+        let Some(slot) = slots.try_acquire() else {
+            tracing::warn!(
+                "control client refused: {} clients connected (--max-control-clients)",
+                limits.max_clients
+            );
+            control::refuse_client(stream, limits.max_clients);
+            continue;
+        };
         let (stmf, store) = (stmf.clone(), store.clone());
         let spawned = thread::Builder::new()
             .name("stmfd-client".into())
             .spawn(move || {
-                let reader = match stream.try_clone() {
-                    Ok(s) => BufReader::new(s),
-                    Err(e) => return tracing::warn!("client connection: {e}"),
-                };
-                if let Err(e) = control::serve_connection(&stmf, &store, reader, &stream) {
+                let _slot = slot;
+                if let Err(e) = control::serve_client(&stmf, &store, &stream, &limits) {
                     tracing::debug!("client connection: {e}");
                 }
             });
@@ -298,8 +432,10 @@ fn restore(stmf: &Stmf, store: &ConfigStore, cfg: &PersistedConfig) {
     if let Err(e) = stmf.import_config(&cfg.core) {
         // Keep a copy: the next save writes the running state, which lacks what failed.
         let backup = store.path().with_extension("json.import-failed");
-        match fs::copy(store.path(), &backup) {
-            Ok(_) => tracing::error!(
+        let copied = store_config::read_regular(store.path())
+            .and_then(|bytes| store_config::write_file_atomic(&backup, &bytes.unwrap_or_default()));
+        match copied {
+            Ok(()) => tracing::error!(
                 "restoring groups and views: {e}; the saved file is kept as {}",
                 backup.display()
             ),
@@ -308,6 +444,29 @@ fn restore(stmf: &Stmf, store: &ConfigStore, cfg: &PersistedConfig) {
                 backup.display()
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nofile_target;
+
+    #[test]
+    fn nofile_goes_to_the_hard_limit() {
+        assert_eq!(nofile_target(1024, 524288, None), Some(524288));
+        assert_eq!(nofile_target(524288, 524288, None), None);
+        assert_eq!(
+            nofile_target(1024, libc::RLIM_INFINITY, Some(1048576)),
+            Some(1048576)
+        );
+        assert_eq!(
+            nofile_target(1024, libc::RLIM_INFINITY, None),
+            Some(1 << 20)
+        );
+        assert_eq!(
+            nofile_target(1 << 20, libc::RLIM_INFINITY, Some(1 << 20)),
+            None
+        );
     }
 }
 
