@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: our target (stmfd + sbd file LU + iscsit) and Debian's tgt
-# (../shared/tools/peer-tgt.sh) serving the same kind of LU (1 GiB sparse file, 512-byte
+# (scripts/peer-tgt.sh) serving the same kind of LU (1 GiB sparse file, 512-byte
 # blocks), measured with the same clients in interleaved rounds (ours, tgt, ours, tgt, ...):
 #   iscsi-perf   4 KiB random read QD 32, 1 MiB sequential read QD 8
 #   rstmf-bench  4 KiB random read/write QD 32, 1 MiB sequential read/write QD 8
@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 SECS=${2:-5}
-TOOLS=${PEER_TOOLS:-../shared/tools}
+TOOLS=scripts
 for c in iscsi-perf tgtd python3; do
     command -v "$c" >/dev/null || { echo "bench: $c missing (apt-get install -y libiscsi-bin tgt python3)" >&2; exit 1; }
 done

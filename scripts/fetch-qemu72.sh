@@ -2,8 +2,8 @@
 # Puts Debian 12's qemu-img 7.2 with its libiscsi block driver into DIR, without installing
 # anything: `apt-get download qemu-utils qemu-block-extra` (the bookworm 7.2 version) and
 # `dpkg-deb -x` both into DIR. The base image's qemu-utils (a 10.x backport) has no iSCSI
-# driver and Debian 12's qemu-block-extra cannot be installed beside it (see
-# ../shared/reference/clients.md). Run it as: QEMU_MODULE_DIR=DIR/usr/lib/<triplet>/qemu
+# driver and Debian 12's qemu-block-extra cannot be installed beside it (its qemu-utils
+# dependency conflicts with the backport). Run it as: QEMU_MODULE_DIR=DIR/usr/lib/<triplet>/qemu
 # DIR/usr/bin/qemu-img ...
 #
 # Usage: scripts/fetch-qemu72.sh DIR. Exits non-zero with the reason when it cannot.

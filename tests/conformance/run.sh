@@ -5,7 +5,7 @@
 # Starts stmfd (sbd + iscsit, release build) in a scratch directory with one file-backed
 # LU (a 1 GiB sparse file, LUN 0) behind a target with two portals, runs every iscsi-test-cu
 # test of family ALL with destructive tests (-d) and SANITIZE (-S) allowed and the second
-# portal as the multipath URL, through ../shared/tools/compliance.sh (one process and one
+# portal as the multipath URL, through tests/conformance/compliance.sh (one process and one
 # timeout per suite; Sanitize runs without the multipath URL and ReadOnly against a second,
 # write-protected file LU: see below), and compares each test's outcome with the
 # expectations:
@@ -18,7 +18,7 @@
 #
 # Environment:
 #   RSTMF_BIN=target/release   where stmfd, stmfadm, libsbd.so and libiscsit.so are
-#   COMPLIANCE_SH=...          the runner (default: <repo>/../shared/tools/compliance.sh)
+#   COMPLIANCE_SH=...          the runner (default: tests/conformance/compliance.sh)
 #   OUT=target/conformance     results (compliance.log/.tsv, per-suite.tsv, stmfd.log, ...)
 #   SUITE_TIMEOUT=240          seconds per suite (the slowest, Sanitize, takes ~2 minutes)
 #   SUITES="Read10 ..."        run only these suites (expectations of others are not checked)
@@ -30,7 +30,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bin=${RSTMF_BIN:-$root/target/release}
-compliance=${COMPLIANCE_SH:-$root/../shared/tools/compliance.sh}
+compliance=${COMPLIANCE_SH:-$here/compliance.sh}
 expected=$here/expected.tsv
 out=${OUT:-$root/target/conformance}
 export SUITE_TIMEOUT=${SUITE_TIMEOUT:-240}
@@ -38,10 +38,7 @@ export SUITE_TIMEOUT=${SUITE_TIMEOUT:-240}
 say() { echo "conformance: $*"; }
 die() { echo "conformance: $*" >&2; exit 1; }
 
-if [[ ! -f $compliance ]]; then
-    die "$compliance not found: it is shared/tools/compliance.sh of the project's shared" \
-        "directory, expected beside the clone (set COMPLIANCE_SH=/path/to/compliance.sh)"
-fi
+[[ -x $compliance ]] || die "$compliance not found or not executable"
 command -v iscsi-test-cu >/dev/null ||
     die "iscsi-test-cu not found: apt-get install -y libiscsi-bin"
 for f in stmfd stmfadm libsbd.so libiscsit.so; do

@@ -1,9 +1,9 @@
-//! The initiator and `rstmf-bench` against Debian's tgt (`../shared/tools/peer-tgt.sh`).
+//! The initiator and `rstmf-bench` against Debian's tgt (`scripts/peer-tgt.sh`).
 //!
 //! Starts tgtd on a free loopback port with its state in a temporary directory and
 //! stops it at the end, also on failure. Fails with the install line when tgtd is not
-//! installed (`scripts/test-all.sh` installs it). The script is found at
-//! `$PEER_TGT_SH` or `../shared/tools/peer-tgt.sh` beside the workspace.
+//! installed (`scripts/test-all.sh` installs it). The script is the workspace's
+//! `scripts/peer-tgt.sh` (or `$PEER_TGT_SH`).
 
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ struct Tgt {
 impl Tgt {
     fn script() -> PathBuf {
         std::env::var_os("PEER_TGT_SH").map_or_else(
-            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools/peer-tgt.sh"),
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/peer-tgt.sh"),
             PathBuf::from,
         )
     }
