@@ -98,6 +98,7 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
 
 fn run(opts: Opts) -> anyhow::Result<()> {
     raise_nofile_limit();
+    return_freed_memory();
     private_dir("state dir", &opts.state_dir)?;
     if opts.allow_insecure_providers {
         trust::set_allow_insecure_providers(true);
@@ -259,6 +260,31 @@ fn raise_nofile_limit() {
             rl.rlim_cur,
             rl.rlim_cur
         );
+    }
+}
+
+/// Makes memory freed after a burst go back to the system (docs/security.md, "Memory
+/// comes back"). glibc raises its mmap threshold each time a mapped block is freed, up
+/// to 32 MiB, after which large blocks (send queues, receive buffers) come from the
+/// heap and stay in it; a fixed threshold keeps them mapped, and a trim every two
+/// seconds gives back what the heaps of all threads hold free.
+fn return_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only sets an allocator parameter.
+        if unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) } == 0 {
+            tracing::warn!("cannot set the allocator's mmap threshold");
+        }
+        let spawned = std::thread::Builder::new()
+            .name("malloc-trim".into())
+            .spawn(|| loop {
+                std::thread::sleep(Duration::from_secs(2));
+                // SAFETY: malloc_trim takes the allocator's own locks; no pointers.
+                unsafe { libc::malloc_trim(0) };
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the memory trim thread: {e}");
+        }
     }
 }
 

@@ -433,6 +433,11 @@ impl Ini {
         self.s.write_all(&out).expect("send");
     }
 
+    /// The connection's socket.
+    pub fn stream(&self) -> &TcpStream {
+        &self.s
+    }
+
     /// Sends raw bytes.
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.s.write_all(bytes)

@@ -2,11 +2,17 @@
 //! login also per source address, against [`Limits`]. A connection over a cap is closed
 //! at once, before anything is read from it; refusals are counted and logged at most
 //! once a second, so a flood costs one accept and one close each, and no log storm.
+//!
+//! When the login places are all taken, a newcomer from a source with fewer connections
+//! in login than the busiest source takes the place of that source's oldest connection
+//! in login (which its event loop closes at its next tick, within 100 ms): a flood from
+//! many addresses cannot keep the others from logging in, it can only keep its own
+//! addresses waiting. The same eviction frees a descriptor when the process runs out.
 
 use crate::limits::Limits;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -47,7 +53,39 @@ impl Refusal {
 struct Counts {
     open: u32,
     login: u32,
-    per_source: HashMap<IpAddr, u32>,
+    /// Connections in login per source, oldest first (each its eviction flag).
+    per_source: HashMap<IpAddr, VecDeque<Arc<AtomicBool>>>,
+}
+
+impl Counts {
+    fn in_login_from(&self, peer: &IpAddr) -> usize {
+        self.per_source.get(peer).map_or(0, VecDeque::len)
+    }
+
+    /// Evicts the oldest connection in login of the source with the most, if that
+    /// source has more than `than`; true when one was evicted.
+    fn evict_busiest(&mut self, than: usize) -> bool {
+        let Some((&peer, _)) = self
+            .per_source
+            .iter()
+            .filter(|(_, q)| q.len() > than)
+            .max_by_key(|(_, q)| q.len())
+        else {
+            return false;
+        };
+        let Some(q) = self.per_source.get_mut(&peer) else {
+            return false;
+        };
+        let Some(flag) = q.pop_front() else {
+            return false;
+        };
+        if q.is_empty() {
+            self.per_source.remove(&peer);
+        }
+        flag.store(true, Ordering::Release);
+        self.login = self.login.saturating_sub(1);
+        true
+    }
 }
 
 /// Connection counts and refusals of the provider.
@@ -75,13 +113,13 @@ impl Admission {
     pub fn admit(self: &Arc<Self>, peer: IpAddr, limits: &Limits) -> Result<Ticket, Refusal> {
         let peer = canonical(peer);
         let mut c = lock(&self.counts);
-        let from_source = c.per_source.get(&peer).copied().unwrap_or(0);
+        let from_source = c.in_login_from(&peer);
         let refusal = if c.open >= limits.max_connections {
             Some(Refusal::Connections)
-        } else if c.login >= limits.max_login_connections {
-            Some(Refusal::Logins)
-        } else if from_source >= limits.max_login_per_source {
+        } else if from_source >= limits.max_login_per_source as usize {
             Some(Refusal::Source)
+        } else if c.login >= limits.max_login_connections && !c.evict_busiest(from_source + 1) {
+            Some(Refusal::Logins)
         } else {
             None
         };
@@ -92,12 +130,23 @@ impl Admission {
         }
         c.open += 1;
         c.login += 1;
-        *c.per_source.entry(peer).or_insert(0) += 1;
+        let evicted = Arc::new(AtomicBool::new(false));
+        c.per_source
+            .entry(peer)
+            .or_default()
+            .push_back(Arc::clone(&evicted));
         Ok(Ticket {
             adm: Arc::clone(self),
             peer,
             in_login: true,
+            evicted,
         })
+    }
+
+    /// Out of descriptors: evicts the oldest connection in login of the busiest source
+    /// so that its descriptor comes free; true when there was one.
+    pub fn evict_for_descriptor(&self) -> bool {
+        lock(&self.counts).evict_busiest(0)
     }
 
     /// Records a refusal (also those decided elsewhere, e.g. out of descriptors).
@@ -139,23 +188,34 @@ pub struct Ticket {
     adm: Arc<Admission>,
     peer: IpAddr,
     in_login: bool,
+    /// Set when a newcomer took this connection's login place: close it.
+    evicted: Arc<AtomicBool>,
 }
 
 impl Ticket {
     /// The connection left login (full feature phase): it no longer counts as in login.
     pub fn logged_in(&mut self) {
         if std::mem::take(&mut self.in_login) {
-            self.adm.leave_login(&mut lock(&self.adm.counts), self.peer);
+            self.adm
+                .leave_login(&mut lock(&self.adm.counts), self.peer, &self.evicted);
         }
+    }
+
+    /// True when the connection lost its login place to a newcomer and must close.
+    pub fn evicted(&self) -> bool {
+        self.in_login && self.evicted.load(Ordering::Acquire)
     }
 }
 
 impl Admission {
-    fn leave_login(&self, c: &mut Counts, peer: IpAddr) {
+    fn leave_login(&self, c: &mut Counts, peer: IpAddr, flag: &Arc<AtomicBool>) {
+        if flag.load(Ordering::Acquire) {
+            return; // uncounted when it was evicted
+        }
         c.login = c.login.saturating_sub(1);
-        if let Some(n) = c.per_source.get_mut(&peer) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(q) = c.per_source.get_mut(&peer) {
+            q.retain(|f| !Arc::ptr_eq(f, flag));
+            if q.is_empty() {
                 c.per_source.remove(&peer);
             }
         }
@@ -167,7 +227,7 @@ impl Drop for Ticket {
         let mut c = lock(&self.adm.counts);
         c.open = c.open.saturating_sub(1);
         if self.in_login {
-            self.adm.leave_login(&mut c, self.peer);
+            self.adm.leave_login(&mut c, self.peer, &self.evicted);
         }
     }
 }
@@ -194,6 +254,8 @@ mod tests {
         let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
         assert_eq!(adm.admit(mapped, &limits).err(), Some(Refusal::Source));
         let _b1 = adm.admit(b, &limits).unwrap();
+        // All login places taken, and a second connection of b would not leave b with
+        // fewer in login than a: refused.
         assert_eq!(adm.admit(b, &limits).err(), Some(Refusal::Logins));
         // A connection that logged in frees its login place, not its connection place.
         a1.logged_in();
@@ -203,6 +265,40 @@ mod tests {
         drop(a1);
         assert_eq!(adm.counts(), (3, 3));
         assert_eq!(adm.refused(), [1, 1, 2, 0]);
+    }
+
+    /// A source that holds most of the login places loses its oldest to a newcomer.
+    #[test]
+    fn a_newcomer_takes_the_oldest_place_of_the_busiest_source() {
+        let adm = Arc::new(Admission::default());
+        let limits = Limits {
+            max_login_connections: 3,
+            max_login_per_source: 3,
+            ..Limits::default()
+        };
+        let flood: IpAddr = "10.0.0.9".parse().unwrap();
+        let honest: IpAddr = "10.0.0.1".parse().unwrap();
+        let f: Vec<Ticket> = (0..3).map(|_| adm.admit(flood, &limits).unwrap()).collect();
+        assert_eq!(adm.admit(flood, &limits).err(), Some(Refusal::Source));
+        let mut h = adm.admit(honest, &limits).expect("the newcomer gets in");
+        assert!(f[0].evicted(), "the flood's oldest connection goes");
+        assert!(!f[1].evicted() && !f[2].evicted() && !h.evicted());
+        assert_eq!(
+            adm.counts(),
+            (4, 3),
+            "the evicted one is open until it closes"
+        );
+        // A second honest connection would leave it with two against the flood's two:
+        // refused, nobody evicted.
+        assert_eq!(adm.admit(honest, &limits).err(), Some(Refusal::Logins));
+        h.logged_in();
+        drop(f);
+        assert_eq!(adm.counts(), (1, 0));
+        assert!(lock(&adm.counts).per_source.is_empty());
+        // Out of descriptors: the busiest source's oldest goes.
+        let g: Vec<Ticket> = (0..2).map(|_| adm.admit(flood, &limits).unwrap()).collect();
+        assert!(adm.evict_for_descriptor());
+        assert!(g[0].evicted() && !g[1].evicted());
     }
 
     #[test]

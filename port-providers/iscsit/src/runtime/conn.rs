@@ -723,6 +723,15 @@ impl ConnSt {
             c.gone = Some(Gone::Failed);
             return;
         }
+        if c.ticket.as_ref().is_some_and(Ticket::evicted) {
+            tracing::debug!(
+                conn = ctx.conn.id,
+                peer = %ctx.conn.peer,
+                "iSCSI connection in login gave its place to a newcomer"
+            );
+            c.gone = Some(Gone::Failed);
+            return;
+        }
         if matches!(c.phase, Phase::Login(_))
             && ctx.now.duration_since(c.last_rx)
                 > Duration::from_millis(c.lim.login_idle_timeout_ms)

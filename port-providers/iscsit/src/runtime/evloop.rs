@@ -120,8 +120,9 @@ fn out_of_descriptors(e: &io::Error) -> bool {
 
 /// One descriptor kept open so that, when the process runs out, a pending connection can
 /// still be accepted and closed instead of waiting in the backlog (the classic
-/// reserve-descriptor trick): the initiator is told no at once, and existing sessions
-/// keep their descriptors.
+/// reserve-descriptor trick): the initiator is told no at once, existing sessions keep
+/// their descriptors, and the oldest connection in login of the busiest source is closed
+/// so that a later newcomer finds one.
 struct Spare(Option<std::fs::File>);
 
 impl Spare {
@@ -140,6 +141,9 @@ impl Spare {
                 drop(stream);
                 rt.admission
                     .refuse(super::admission::Refusal::Descriptors, peer.ip());
+                // A connection still in login gives its descriptor up for the next
+                // newcomer (admission.rs).
+                rt.admission.evict_for_descriptor();
                 true
             }
             Err(_) => false,

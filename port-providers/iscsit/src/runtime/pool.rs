@@ -38,6 +38,14 @@ pub const IDLE_TICKS: u32 = 10;
 /// Room a session keeps free before it counts as short of memory: one largest data
 /// buffer handed to an LU (1 MiB).
 pub const HEADROOM: u64 = 1 << 20;
+/// Part of the global budget (1/4) kept for small sessions: once the rest is spent, only
+/// a session that holds less than its fair share (the limit divided by the sessions)
+/// and less than [`SMALL_DIVISOR`]th of the limit gets fresh memory, so sessions that
+/// hold buffers for as long as they like (peers that do not read, or never send the data
+/// they announced) cannot starve the others, nor can sessions that came first.
+const RESERVE_DIVISOR: u64 = 4;
+/// A small session holds less than 1/32 of the global limit.
+const SMALL_DIVISOR: u64 = 32;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -50,6 +58,8 @@ pub struct Budget {
     used: AtomicU64,
     peak: AtomicU64,
     refused: AtomicU64,
+    /// Accounts (sessions) sharing the budget.
+    members: AtomicU64,
 }
 
 impl Budget {
@@ -60,6 +70,7 @@ impl Budget {
             used: AtomicU64::new(0),
             peak: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            members: AtomicU64::new(0),
         }
     }
 
@@ -121,12 +132,38 @@ impl Budget {
     pub fn pressed(&self) -> bool {
         self.used().saturating_add(HEADROOM) > self.limit()
     }
+
+    /// Sessions sharing the budget.
+    pub fn members(&self) -> u64 {
+        self.members.load(Ordering::Relaxed)
+    }
+
+    /// What a session may hold and still take from the reserve: the limit divided by
+    /// the sessions, at most 1/[`SMALL_DIVISOR`] of the limit.
+    pub fn fair_share(&self) -> u64 {
+        let limit = self.limit();
+        (limit / self.members().max(1)).min(limit / SMALL_DIVISOR)
+    }
+
+    /// True when taking `n` more bytes would reach into the reserve.
+    fn in_reserve(&self, n: u64) -> bool {
+        let limit = self.limit();
+        self.used().saturating_add(n) > limit - limit / RESERVE_DIVISOR
+    }
+
+    /// True when a session that holds `held` bytes may not take `n` more: the rest of
+    /// the budget is spent and the session is above its fair share.
+    fn over_share(&self, held: u64, n: u64) -> bool {
+        self.in_reserve(n) && held.saturating_add(n) > self.fair_share()
+    }
 }
 
 /// One session's share of the buffer memory: its budget and the bytes handed out.
 pub struct Account {
     /// Memory held by the session's stores (handed out and cached).
     pub memory: Budget,
+    /// The global budget the session counts as a member of.
+    global: Arc<Budget>,
     out: AtomicU64,
     /// The session owes window slots: call `relief` once memory is free again.
     waiting: AtomicBool,
@@ -134,10 +171,12 @@ pub struct Account {
 }
 
 impl Account {
-    /// An account of `limit` bytes.
-    pub fn new(limit: u64) -> Arc<Self> {
+    /// An account of `limit` bytes, one of the members of `global`.
+    pub fn new(limit: u64, global: &Arc<Budget>) -> Arc<Self> {
+        global.members.fetch_add(1, Ordering::Relaxed);
         Arc::new(Self {
             memory: Budget::new(limit),
+            global: Arc::clone(global),
             out: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
             relief: OnceLock::new(),
@@ -155,11 +194,14 @@ impl Account {
     }
 
     /// True when the session should not open more window slots: less than
-    /// [`HEADROOM`] of its budget is free of handed-out buffers, or the global budget
-    /// is nearly spent while the session holds buffers.
+    /// [`HEADROOM`] of its budget is free of handed-out buffers, the global budget
+    /// is nearly spent while the session holds buffers, or only the reserve is left
+    /// and the session is above its fair share.
     pub fn pressed(&self, global: &Budget) -> bool {
         let out = self.out();
-        out.saturating_add(HEADROOM) > self.memory.limit() || (out > 0 && global.pressed())
+        out.saturating_add(HEADROOM) > self.memory.limit()
+            || (out > 0 && global.pressed())
+            || global.over_share(out, HEADROOM)
     }
 
     /// Asks for the relief call once memory frees up.
@@ -176,6 +218,12 @@ impl Account {
                 f();
             }
         }
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        self.global.members.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -340,6 +388,12 @@ impl BufPool {
     ) -> Option<Box<PoolBuf>> {
         let n = class_bytes(class);
         let fits = |me: &Self| {
+            if let Some(a) = account {
+                if me.global.over_share(a.memory.used(), n) {
+                    me.global.refused.fetch_add(1, Ordering::Relaxed);
+                    return false;
+                }
+            }
             if !me.global.charge(n) {
                 return false;
             }
@@ -628,10 +682,50 @@ mod tests {
         assert_eq!(g.peak(), 3 << 20);
     }
 
+    /// A session that holds buffers without end gets at most the part of the global
+    /// budget outside the reserve; the reserve stays for the sessions below their share.
+    #[test]
+    fn the_reserve_is_kept_for_sessions_below_their_share() {
+        let g = Arc::new(Budget::new(64 << 20));
+        let hog = BufPool::new(Arc::clone(&g));
+        hog.attach(Account::new(64 << 20, &g));
+        let fair = BufPool::new(Arc::clone(&g));
+        let fair_acct = Account::new(64 << 20, &g);
+        fair.attach(Arc::clone(&fair_acct));
+        assert_eq!(
+            g.fair_share(),
+            2 << 20,
+            "1/32 of the limit (less than half)"
+        );
+        let mut held = Vec::new();
+        while let Some(b) = hog.alloc(1 << 20) {
+            held.push(b);
+        }
+        assert_eq!(
+            held.len(),
+            48,
+            "the hog stops at the reserve (1/4 of 64 MiB)"
+        );
+        assert!(
+            hog.account().unwrap().pressed(&g),
+            "the hog's window closes"
+        );
+        assert!(!fair_acct.pressed(&g), "the other session's does not");
+        let a = fair
+            .alloc(1 << 20)
+            .expect("the reserve serves the small session");
+        let b = fair.alloc(1 << 20).expect("up to its share");
+        assert!(fair.alloc(1 << 20).is_none(), "not beyond its share");
+        assert_eq!(g.used(), 50 << 20);
+        for x in held.into_iter().chain([a, b]) {
+            BufPool::free(x);
+        }
+    }
+
     #[test]
     fn session_account_bounds_its_stores_and_signals_relief() {
         let (pool, g) = pool(1 << 30);
-        let acct = Account::new(4 << 20);
+        let acct = Account::new(4 << 20, &g);
         let woken = Arc::new(AtomicU64::new(0));
         let w = Arc::clone(&woken);
         acct.on_relief(Box::new(move || {

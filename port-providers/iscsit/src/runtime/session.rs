@@ -102,7 +102,7 @@ impl Session {
             }),
             conns: Mutex::new(Vec::new()),
             closing: AtomicBool::new(false),
-            account: Account::new(limits.session_buffer_memory),
+            account: Account::new(limits.session_buffer_memory, &global),
             global,
         }
     }
