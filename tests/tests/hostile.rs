@@ -261,6 +261,34 @@ struct Budget {
     bytes: u64,
 }
 
+impl Budget {
+    /// Idle and slack: an attack that may hold no buffers.
+    fn base(t: &Target) -> Budget {
+        Budget {
+            formula: format!("idle {} + slack {}", mib(t.idle), mib(SLACK)),
+            bytes: t.idle + SLACK,
+        }
+    }
+
+    /// `sessions` sessions, each up to its buffer account and a full send queue.
+    fn per_session(t: &Target, sessions: u64) -> Budget {
+        let (per, queue) = (
+            t.limit("session_buffer_memory"),
+            t.limit("send_queue_limit"),
+        );
+        Budget {
+            formula: format!(
+                "idle {} + {sessions} sessions x (session_buffer_memory {} + send_queue_limit {}) + slack {}",
+                mib(t.idle),
+                mib(per),
+                mib(queue),
+                mib(SLACK)
+            ),
+            bytes: t.idle + sessions * (per + queue) + SLACK,
+        }
+    }
+}
+
 /// Puts the calling thread at nice 19. Attackers stand for hosts elsewhere on the
 /// network: on this machine they share two cores with the daemon and the honest
 /// initiator, and what the tests measure is the daemon's work for them, not a race for
@@ -584,20 +612,7 @@ fn immediate_write_flood_without_data() {
     let _g = serial();
     let t = Target::start(Options::default());
     let sessions = 4u64;
-    let (per, queue) = (
-        t.limit("session_buffer_memory"),
-        t.limit("send_queue_limit"),
-    );
-    let budget = Budget {
-        formula: format!(
-            "idle {} + {sessions} sessions x (session_buffer_memory {} + send_queue_limit {}) + slack {}",
-            mib(t.idle),
-            mib(per),
-            mib(queue),
-            mib(SLACK)
-        ),
-        bytes: t.idle + sessions * (per + queue) + SLACK,
-    };
+    let budget = Budget::per_session(&t, sessions);
     let o = |k: u8| {
         honest_opts(k)
             .key("InitialR2T", "No")
@@ -641,20 +656,7 @@ fn out_of_order_and_ping_flood() {
     let _g = serial();
     let t = Target::start(Options::default());
     let sessions = 4u64;
-    let (per, queue) = (
-        t.limit("session_buffer_memory"),
-        t.limit("send_queue_limit"),
-    );
-    let budget = Budget {
-        formula: format!(
-            "idle {} + {sessions} sessions x (session_buffer_memory {} + send_queue_limit {}) + slack {}",
-            mib(t.idle),
-            mib(per),
-            mib(queue),
-            mib(SLACK)
-        ),
-        bytes: t.idle + sessions * (per + queue) + SLACK,
-    };
+    let budget = Budget::per_session(&t, sessions);
     let data = vec![0x5au8; 8192];
     under_attack(
         &t,
@@ -959,10 +961,7 @@ fn chap_impostor() {
         chap: true,
         ..Options::default()
     });
-    let budget = Budget {
-        formula: format!("idle {} + slack {}", mib(t.idle), mib(SLACK)),
-        bytes: t.idle + SLACK,
-    };
+    let budget = Budget::base(&t);
     let portal = t.portal;
     let tally = Arc::new(ChapTally::default());
     let (reports, _) = under_attack(
@@ -1005,10 +1004,7 @@ fn chap_guessing() {
         chap: true,
         ..Options::default()
     });
-    let budget = Budget {
-        formula: format!("idle {} + slack {}", mib(t.idle), mib(SLACK)),
-        bytes: t.idle + SLACK,
-    };
+    let budget = Budget::base(&t);
     let threshold = t.limit("auth_fail_threshold");
     let portal = t.portal;
     let tally = Arc::new(ChapTally::default());
@@ -1060,10 +1056,7 @@ fn chap_guessing() {
 fn writable_provider_library() {
     let _g = serial();
     let t = Target::start(Options::default());
-    let budget = Budget {
-        formula: format!("idle {} + slack {}", mib(t.idle), mib(SLACK)),
-        bytes: t.idle + SLACK,
-    };
+    let budget = Budget::base(&t);
     let lib = t.env.path().join("libexample_ram_lu.so");
     std::fs::copy(artifact("libexample_ram_lu.so"), &lib).expect("copy provider");
     use std::os::unix::fs::PermissionsExt;
@@ -1121,10 +1114,7 @@ fn writable_provider_library() {
 fn planted_temporary_file() {
     let _g = serial();
     let t = Target::start(Options::default());
-    let budget = Budget {
-        formula: format!("idle {} + slack {}", mib(t.idle), mib(SLACK)),
-        bytes: t.idle + SLACK,
-    };
+    let budget = Budget::base(&t);
     let state = t.env.state();
     let victim = t.env.path().join("victim");
     std::fs::write(&victim, "precious\n").expect("victim");
