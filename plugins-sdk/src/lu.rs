@@ -90,7 +90,9 @@ unsafe extern "C" fn new_task_shim<L: Lu>(
         let b = unsafe { &*(ctx as *const LuBox<L>) };
         // SAFETY: the core passes a valid task and (optionally) hands over a buffer.
         if let Some(t) = unsafe { TaskHandle::from_raw(task) } {
-            b.lu.new_task(&b.host, t, unsafe { DataBuf::from_raw(initial) });
+            // SAFETY: `initial` is null or a buffer whose ownership the core hands to the LU.
+            let initial = unsafe { DataBuf::from_raw(initial) };
+            b.lu.new_task(&b.host, t, initial);
         }
     }))
 }

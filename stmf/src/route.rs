@@ -381,10 +381,11 @@ pub(crate) fn send_status(t: *mut Task, flags: u32) -> Status {
         state(ct).fetch_and(!KNOWN_TO_LU, AcqRel);
     }
     let lp = &session(ct).lport;
-    // SAFETY: the port's entry point with a valid task.
     let r = if lp.released.load(Acquire) {
         Status::BAD_STATE
     } else {
+        // SAFETY: the port is not released, so its ops and ctx are valid; the task is held
+        // by the core for the call.
         unsafe { (lp.ops.send_status)(lp.ctx, t, flags) }
     };
     if r == Status::PANICKED {
@@ -427,8 +428,9 @@ pub(crate) fn free_task(ct: *mut CoreTask) {
     if st & ROUTED_TO_LU != 0 {
         // SAFETY: the map held by the task keeps the LU alive.
         if let Some(lu) = unsafe { (*ct).lu.as_ref() } {
-            // SAFETY: the LU's entry point.
             if !lu.released.load(Acquire)
+                // SAFETY: the LU is not released, so its ops and ctx are valid; nobody else
+                // uses the task any more.
                 && unsafe { (lu.ops.task_free)(lu.ctx, t) } == Status::PANICKED
             {
                 crate::core::fail_provider(&lu.provider, "panicked in task_free");

@@ -320,10 +320,11 @@ fn finish_tm(ct: *mut CoreTask, response: TmResponse) {
         (*ct).public.scsi_status = 0;
     }
     let lp = &session(ct).lport;
-    // SAFETY: the port's entry point.
     let r = if lp.released.load(Acquire) {
         Status::BAD_STATE
     } else {
+        // SAFETY: the port is not released, so its ops and ctx are valid; the TM task is
+        // known to the port until it completes this status.
         unsafe { (lp.ops.send_status)(lp.ctx, ct as *mut Task, 0) }
     };
     if r == Status::PANICKED {
