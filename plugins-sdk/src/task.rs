@@ -1,42 +1,87 @@
 //! Task handles and owned data buffers.
 
 use crate::abi::{
-    DataBufRaw, LuHandle, SessionHandle, Status, Task, TaskRequest, TmFunction, INLINE_CDB_LEN,
+    DataBufRaw, HostApi, LuHandle, SessionHandle, Status, Task, TaskRequest, TmFunction,
+    INLINE_CDB_LEN,
 };
 use core::ffi::c_void;
+use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 
-/// A handle to a task owned by the core.
+/// The identity of a task, for maps and comparisons.
 ///
-/// Valid from the moment a provider receives it (`task_alloc` for the port, `new_task` for the
-/// LU) until the core calls the port's `task_free`; the LU must not use it after it sent
-/// status with `LU_DONE` or let go of it in `abort`. Field accessors read the fields that are
-/// fixed once the task is posted; per-owner fields have explicit setters.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+/// Two tasks that are alive at the same time never have the same id. The id of a task whose
+/// last [`TaskHandle`] is gone may be given to a later task, so keep a handle (not only the
+/// id) for as long as the id has to stay unambiguous.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct TaskId(usize);
+
+/// An owning, reference-counted handle to a task of the core (like an `Arc`).
+///
+/// `Clone` takes a reference through [`HostApi::task_hold`] and `Drop` gives it back through
+/// [`HostApi::task_rele`]; the core frees the task's memory only after it has called the
+/// port's `task_free` *and* the last handle is gone. A handle kept past `task_free` therefore
+/// reads a dead task's last field values — never freed memory — and the core refuses the
+/// calls made with it.
+///
+/// Entry points receive `&TaskHandle`, borrowed for the call at no cost; clone it to keep the
+/// task beyond the call (to finish it from another thread, say). Being alive is not being
+/// the owner of a role: the LU must not use the task after it sent status with `LU_DONE` or
+/// let go of it in `abort`, and the port not after `send_status_done` or `lport_aborted`.
+/// Field accessors read the fields that are fixed once the task is posted; per-owner fields
+/// have explicit setters.
 pub struct TaskHandle(NonNull<Task>);
 
-// SAFETY: a task is a core object designed to be completed from any thread; fields are
-// partitioned between owners (see `abi::Task`).
+// SAFETY: a task is a core object designed to be completed from any thread; the reference
+// count is atomic in the core, and fields are partitioned between owners (see `abi::Task`).
 unsafe impl Send for TaskHandle {}
-// SAFETY: as above.
+// SAFETY: as above: every method takes `&self` and the core synchronises its own fields.
 unsafe impl Sync for TaskHandle {}
 
 impl TaskHandle {
-    /// Wraps a raw task pointer received from the core (`None` for null).
+    /// Takes over one reference to a task (`None` for null, which takes nothing).
     ///
     /// # Safety
-    /// `p` must be a task the core handed to this provider and that is still valid.
+    /// `p` must be a task of a core, with a valid [`Task::host`], and the caller must own the
+    /// reference it hands over (from [`HostApi::task_hold`], or the one `task_alloc` returned).
     pub unsafe fn from_raw(p: *mut Task) -> Option<Self> {
         NonNull::new(p).map(TaskHandle)
     }
 
-    /// The raw pointer, for calls into [`crate::abi::HostApi`].
-    pub fn as_ptr(self) -> *mut Task {
+    /// Gives up the handle without releasing its reference (see [`TaskHandle::from_raw`]).
+    pub fn into_raw(self) -> *mut Task {
+        ManuallyDrop::new(self).0.as_ptr()
+    }
+
+    /// Runs `f` with a handle borrowed from a raw pointer, taking no reference (what the
+    /// SDK's entry-point shims do). Returns `None` for null.
+    ///
+    /// # Safety
+    /// `p` must be a task of a core that stays valid for the whole call: one the core passed
+    /// into the current entry point, or one the caller holds a reference to.
+    pub unsafe fn with_borrowed<R>(p: *mut Task, f: impl FnOnce(&TaskHandle) -> R) -> Option<R> {
+        let h = ManuallyDrop::new(NonNull::new(p).map(TaskHandle)?);
+        Some(f(&h))
+    }
+
+    /// The raw pointer, for calls into [`crate::abi::HostApi`] (no reference is taken).
+    pub fn as_ptr(&self) -> *mut Task {
         self.0.as_ptr()
+    }
+
+    /// The task's identity.
+    pub fn id(&self) -> TaskId {
+        TaskId(self.0.as_ptr() as usize)
     }
 
     fn t(&self) -> *mut Task {
         self.0.as_ptr()
+    }
+
+    fn host(&self) -> Option<&HostApi> {
+        // SAFETY: the handle keeps the memory valid; `host` is written by the core when it
+        // creates the task and never changes, and the table outlives every task of its core.
+        unsafe { (*self.t()).host.as_ref() }
     }
 
     /// The CDB.
@@ -211,6 +256,88 @@ impl TaskHandle {
             dst[..n].copy_from_slice(&sense[..n]);
             (*t).sense_len = n as u16;
         }
+    }
+}
+
+impl Clone for TaskHandle {
+    fn clone(&self) -> Self {
+        if let Some(api) = self.host() {
+            // SAFETY: we hold a reference, which is what task_hold requires.
+            unsafe { (api.task_hold)(self.t()) }
+        }
+        TaskHandle(self.0)
+    }
+}
+
+impl Drop for TaskHandle {
+    fn drop(&mut self) {
+        if let Some(api) = self.host() {
+            // SAFETY: gives back the reference this handle owns, once (drop runs once).
+            unsafe { (api.task_rele)(self.t()) }
+        }
+    }
+}
+
+impl core::fmt::Debug for TaskHandle {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id())
+            .field("tag", &self.tag())
+            .finish()
+    }
+}
+
+/// A task from [`crate::Host::task_alloc`] that is not posted yet.
+///
+/// It carries the reference [`crate::Host::post_task`] consumes, so a task is posted at most
+/// once. It derefs to a [`TaskHandle`] for reading fields; [`UnpostedTask::handle`] gives a
+/// handle to keep. Dropping it without posting abandons the task ([`HostApi::task_abandon`]):
+/// the core ends it and calls the port's `task_free` from inside the drop, so do not drop one
+/// while holding a lock your `task_free` takes.
+#[must_use = "an allocated task must be posted; dropping it abandons it"]
+pub struct UnpostedTask(ManuallyDrop<TaskHandle>);
+
+impl UnpostedTask {
+    /// Wraps a task fresh from `task_alloc` (`None` for null).
+    ///
+    /// # Safety
+    /// `p` must be a task `task_alloc` just returned, not yet posted nor abandoned, with the
+    /// reference that came with it.
+    pub unsafe fn from_raw(p: *mut Task) -> Option<Self> {
+        NonNull::new(p).map(|p| UnpostedTask(ManuallyDrop::new(TaskHandle(p))))
+    }
+
+    /// A counted handle to keep (the task stays unposted).
+    pub fn handle(&self) -> TaskHandle {
+        TaskHandle::clone(&self.0)
+    }
+
+    /// Gives up the reference, for `post_task` or `task_abandon`.
+    pub fn into_raw(self) -> *mut Task {
+        ManuallyDrop::new(self).0.as_ptr()
+    }
+}
+
+impl core::ops::Deref for UnpostedTask {
+    type Target = TaskHandle;
+    fn deref(&self) -> &TaskHandle {
+        &self.0
+    }
+}
+
+impl Drop for UnpostedTask {
+    fn drop(&mut self) {
+        let t = self.0.as_ptr();
+        if let Some(api) = self.0.host() {
+            // SAFETY: the task is unposted and this is its post reference, consumed once.
+            unsafe { (api.task_abandon)(t) }
+        }
+    }
+}
+
+impl core::fmt::Debug for UnpostedTask {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("UnpostedTask").field(&*self.0).finish()
     }
 }
 

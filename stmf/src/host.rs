@@ -332,6 +332,26 @@ unsafe extern "C" fn session_info(session: SessionHandle, out: *mut SessionInfoR
     )
 }
 
+unsafe extern "C" fn task_hold(task: *mut Task) {
+    if !task.is_null() {
+        crate::task::ref_hold(crate::task::core_of(task));
+    }
+}
+
+unsafe extern "C" fn task_rele(task: *mut Task) {
+    if !task.is_null() {
+        guarded("task_rele", (), || {
+            crate::task::ref_rele(crate::task::core_of(task))
+        })
+    }
+}
+
+unsafe extern "C" fn task_abandon(task: *mut Task) {
+    if !task.is_null() {
+        guarded("task_abandon", (), || route::task_abandon(task))
+    }
+}
+
 /// The table handed to every provider.
 pub(crate) static HOST_API: HostApi = HostApi {
     abi_version: ABI_VERSION,
@@ -359,4 +379,7 @@ pub(crate) static HOST_API: HostApi = HostApi {
     lu_aborted,
     lu_changed,
     session_info,
+    task_hold,
+    task_rele,
+    task_abandon,
 };

@@ -45,6 +45,11 @@ pub(crate) fn task_alloc(sp: *const SessionCore, req: &TaskRequest) -> Result<*m
         // A TM request is marked at once, so no concurrent abort scan can select it.
         let tm = if req.tm_function != 0 { TM } else { 0 };
         state(ct).store(IN_USE | KNOWN_TO_PORT | CORE_ONE | tm, Relaxed);
+        // The lifecycle reference, which the port's post reference borrows until post_task
+        // (a free task has none: its last reference recycled it).
+        refs(ct).store(1, Relaxed);
+        // SAFETY: the task is ours alone (just taken from the pool).
+        unsafe { (*ct).posted.store(false, Relaxed) };
         ct
     };
     s.in_use.fetch_add(1, Relaxed);
@@ -121,9 +126,18 @@ fn opcode(ct: *mut CoreTask) -> u8 {
     }
 }
 
-/// Routes a posted task (port side).
+/// Routes a posted task (port side). The SDK's `UnpostedTask` makes sure a task is posted
+/// once; the post reference becomes part of the lifecycle reference (nothing to count).
 pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
     let ct = core_of(t);
+    if state(ct).load(Acquire) & IN_USE == 0 {
+        // Orphaned: its session went with the core. Its post reference is all that is left
+        // (the buffer's store went with the session: it is left alone).
+        ref_rele(ct);
+        return;
+    }
+    // SAFETY: a live task; the flag is only read when its session is dropped.
+    unsafe { (*ct).posted.store(true, Relaxed) };
     // SAFETY: the port posts a task it allocated; fields are stable.
     let tm = unsafe { (*ct).public.tm_function };
     if tm != 0 {
@@ -249,6 +263,22 @@ pub(crate) fn free_port_dbuf(ct: *mut CoreTask, d: *mut DataBufRaw) {
     }
 }
 
+/// Returns a buffer of a task that may be dead to its port's store: a zombie's session is
+/// alive (it counts the task in use), an orphan's is gone and the buffer is left alone.
+pub(crate) fn free_port_dbuf_if_alive(ct: *mut CoreTask, d: *mut DataBufRaw) {
+    if refs(ct).load(Acquire) & ORPHAN == 0 {
+        free_port_dbuf(ct, d);
+    }
+}
+
+/// True when a provider's call for the task may go ahead: the task is alive and not
+/// quarantined. The caller's reference keeps a task that dies meanwhile a zombie whose
+/// session and port stay valid; only a live task's session may be gone (orphaned, at core
+/// teardown), and an orphan's state word is 0.
+fn alive(ct: *mut CoreTask) -> bool {
+    state(ct).load(Acquire) & (IN_USE | QUARANTINED) == IN_USE
+}
+
 /// LU → port: allocate a buffer from the port's store.
 pub(crate) fn dbuf_alloc(
     t: *mut Task,
@@ -257,6 +287,9 @@ pub(crate) fn dbuf_alloc(
     out: *mut *mut DataBufRaw,
 ) -> Status {
     let ct = core_of(t);
+    if !alive(ct) {
+        return Status::BAD_STATE;
+    }
     let lp = &session(ct).lport;
     if lp.released.load(Acquire) {
         return Status::BAD_STATE;
@@ -271,14 +304,18 @@ pub(crate) fn dbuf_alloc(
 
 /// LU → port: return a buffer.
 pub(crate) fn dbuf_free(t: *mut Task, d: *mut DataBufRaw) {
-    free_port_dbuf(core_of(t), d);
+    free_port_dbuf_if_alive(core_of(t), d);
 }
 
 /// LU → port: move a buffer.
 pub(crate) fn xfer_data(t: *mut Task, d: *mut DataBufRaw, flags: u32) -> Status {
     let ct = core_of(t);
-    if state(ct).load(Acquire) & (ABORTING | QUARANTINED) != 0 {
+    let st = state(ct).load(Acquire);
+    if st & (ABORTING | QUARANTINED) != 0 {
         return Status::ABORTED;
+    }
+    if st & IN_USE == 0 {
+        return Status::BAD_STATE;
     }
     let lp = &session(ct).lport;
     if lp.released.load(Acquire) || !lp.online.load(Acquire) {
@@ -297,11 +334,15 @@ pub(crate) fn xfer_data(t: *mut Task, d: *mut DataBufRaw, flags: u32) -> Status 
 pub(crate) fn data_xfer_done(t: *mut Task, d: *mut DataBufRaw, status: Status) {
     let ct = core_of(t);
     // Hold the task for the whole call: an abort both parties answer at once must not free it
-    // under the LU (or under the core's own default handling).
-    let st = hold(ct);
-    if st & QUARANTINED == 0 {
-        data_xfer_done_held(ct, st, d, status);
-    }
+    // under the LU (or under the core's own default handling). A task nobody knows any more
+    // (a late completion through a kept handle) is not touched: its buffer goes home.
+    let Some(st) = pin(ct, 0) else {
+        if state(ct).load(Acquire) & QUARANTINED == 0 {
+            free_port_dbuf_if_alive(ct, d);
+        }
+        return;
+    };
+    data_xfer_done_held(ct, st, d, status);
     unpin(ct);
 }
 
@@ -340,10 +381,14 @@ fn data_xfer_done_held(ct: *mut CoreTask, st: u32, d: *mut DataBufRaw, status: S
 /// LU (or the core) → port: send status.
 pub(crate) fn send_status(t: *mut Task, flags: u32) -> Status {
     let ct = core_of(t);
-    let prev = hold(ct);
-    if prev & QUARANTINED != 0 {
-        return Status::ABORTED;
-    }
+    let Some(prev) = pin(ct, 0) else {
+        // Quarantined, or known to nobody (dead, or a second status after LU_DONE).
+        return if state(ct).load(Acquire) & QUARANTINED != 0 {
+            Status::ABORTED
+        } else {
+            Status::BAD_STATE
+        };
+    };
     if prev & ABORTING != 0 {
         if flags & io_flags::LU_DONE != 0 {
             release(ct, KNOWN_TO_LU);
@@ -419,7 +464,8 @@ pub(crate) fn lu_aborted(t: *mut Task) {
     }
 }
 
-/// Returns a task nobody knows any more to its session's pool.
+/// Ends a task nobody knows any more: the providers' `task_free`, then the lifecycle
+/// reference (see [`end_lifecycle`]).
 pub(crate) fn free_task(ct: *mut CoreTask) {
     let t = ct as *mut Task;
     let st = state(ct).load(Acquire);
@@ -438,7 +484,8 @@ pub(crate) fn free_task(ct: *mut CoreTask) {
         }
     }
     let lp = &s.lport;
-    // SAFETY: the port's entry point; the task dies after this.
+    // SAFETY: the port's entry point while it is not released; the task is dead after this
+    // (a handle the port kept holds only its memory).
     if !lp.released.load(Acquire) && unsafe { (lp.ops.task_free)(lp.ctx, t) } == Status::PANICKED {
         crate::core::fail_provider(&lp.provider, "panicked in task_free");
     }
@@ -448,18 +495,38 @@ pub(crate) fn free_task(ct: *mut CoreTask) {
             stats.aborted();
         }
     }
-    // SAFETY: nobody else references the task now.
+    // SAFETY: no party knows the task and the core holds no pin, so nobody else touches its
+    // core-private fields; providers holding handles read only the public part.
     let map = unsafe { (*ct).map.take() };
-    // SAFETY: as above.
+    // SAFETY: an atomic field of a task whose memory our lifecycle reference keeps.
     unsafe { (*ct).generation.fetch_add(1, Relaxed) };
+    end_lifecycle(ct);
+    drop(map);
+    for g in waiters {
+        g.task_done();
+    }
+}
+
+/// Returns a task nobody references any more to its session's pool.
+pub(crate) fn recycle(ct: *mut CoreTask) {
+    let s = session(ct);
     {
         let mut pool = lock(&s.pool);
         state(ct).store(0, Relaxed);
         pool.free.push(ct);
     }
     s.in_use.fetch_sub(1, Relaxed);
-    drop(map);
-    for g in waiters {
-        g.task_done();
+}
+
+/// Port: a task from `task_alloc` is given up unposted. The port lets go of it and the post
+/// reference goes: the task ends like any other (`task_free`, then back to the pool).
+pub(crate) fn task_abandon(t: *mut Task) {
+    let ct = core_of(t);
+    if state(ct).load(Acquire) & IN_USE == 0 {
+        // Orphaned (see post_task): only the reference is left to give back.
+        ref_rele(ct);
+        return;
     }
+    release(ct, KNOWN_TO_PORT);
+    unpin(ct);
 }

@@ -67,10 +67,11 @@ impl AbortGroup {
 
 use std::sync::atomic::Ordering::Release;
 
-/// A raw task pointer moved into a completion closure.
+/// A raw task pointer moved into a completion closure, with a reference of its own on the
+/// task (taken by whoever makes it, given back by the closure).
 struct SendTask(*mut CoreTask);
-// SAFETY: tasks are designed to be completed from any thread; the TM task is pinned by the
-// port's reference until its response is sent.
+// SAFETY: tasks are designed to be completed from any thread, and the reference the pointer
+// carries keeps the task's memory valid wherever the closure runs.
 unsafe impl Send for SendTask {}
 
 /// Aborts the tasks of session `s` selected by `pred` (never `exclude`, never TM tasks),
@@ -216,6 +217,9 @@ pub(crate) fn handle_tm(ct: *mut CoreTask) {
     let response_cell = Arc::new(Mutex::new(TmResponse::COMPLETE));
     let post_cell: Arc<Mutex<PostEvents>> = Arc::new(Mutex::new(Vec::new()));
     let (rc, pc) = (response_cell.clone(), post_cell.clone());
+    // The closure may run on another thread after the port let go of the TM task: its own
+    // reference keeps the memory from being reused under it.
+    ref_hold(ct);
     let group = AbortGroup::new(move |_timed_out| {
         let target = target;
         let ct = target.0;
@@ -229,6 +233,7 @@ pub(crate) fn handle_tm(ct: *mut CoreTask) {
             }
         }
         finish_tm(ct, resp);
+        ref_rele(ct);
     });
 
     let lun_needed = matches!(
@@ -313,8 +318,15 @@ pub(crate) fn handle_tm(ct: *mut CoreTask) {
     group.arm();
 }
 
+/// Sends the response of a TM task, pinned for the call (so the port's `send_status` may
+/// complete it at once and still read it); nothing when the port let go of it already.
 fn finish_tm(ct: *mut CoreTask, response: TmResponse) {
-    // SAFETY: the TM task is known to its port until send_status_done.
+    // The caller's reference keeps the task from being recycled, as pin requires.
+    if pin(ct, 0).is_none() {
+        return;
+    }
+    // SAFETY: the TM task is known to its port until send_status_done; the status fields
+    // are the core's to write for a TM task.
     unsafe {
         (*ct).public.tm_response = response.0;
         (*ct).public.scsi_status = 0;
@@ -333,6 +345,7 @@ fn finish_tm(ct: *mut CoreTask, response: TmResponse) {
     if !r.is_ok() {
         release(ct, KNOWN_TO_PORT);
     }
+    unpin(ct);
 }
 
 /// Aborts every task of `lu` on every session; `done(timed_out)` runs when all are gone.
