@@ -366,6 +366,10 @@ unsafe impl Sync for ProviderToken {}
 /// `task_alloc` until the core calls the port's `task_free`; after that it is dead — the
 /// core refuses calls for it — but its memory stays readable until the last reference is
 /// released. A pointer the core passes into an entry point is valid for that call.
+///
+/// Fields written while the task is live (status, sense, residuals, counts, the private
+/// pointers) are accessed by everyone through [`crate::fields`]; the rest is written at
+/// allocation and then only read.
 #[repr(C)]
 pub struct Task {
     /// Session (I_T nexus) the task arrived on. Set by the core.
@@ -394,7 +398,8 @@ pub struct Task {
     pub flags: u32,
     /// The CDB (first [`Task::cdb_len`] bytes, up to [`INLINE_CDB_LEN`]).
     pub cdb: [u8; INLINE_CDB_LEN],
-    /// CDB longer than [`INLINE_CDB_LEN`]: the port's memory, valid until `task_free`.
+    /// CDB longer than [`INLINE_CDB_LEN`]: the core's copy, valid as long as the task's
+    /// memory.
     pub ext_cdb: *const u8,
     /// Length of the CDB in bytes.
     pub cdb_len: u16,

@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod abi;
+pub mod fields;
 mod guard;
 mod host;
 pub mod layout;
@@ -53,7 +54,7 @@ pub use host::{Host, ReplySink, SessionDetails};
 pub use lu::{AbortOutcome, Lu};
 pub use port::Port;
 pub use provider::{root_module, Provider, ProviderContext};
-pub use task::{DataBuf, TaskHandle, TaskId, TaskSpec, UnpostedTask};
+pub use task::{DataBuf, SenseBytes, TaskHandle, TaskId, TaskSpec, UnpostedTask};
 
 /// Hidden re-exports for [`export_provider!`].
 #[doc(hidden)]

@@ -306,3 +306,39 @@ fn handles_cross_threads() {
     end(raw);
     assert_eq!(live(), 0);
 }
+
+/// Shared fields written and read from several threads at once — a provider using its
+/// handles out of turn — are stale at worst, never a data race (Miri checks).
+#[test]
+fn fields_used_out_of_turn_do_not_race() {
+    let host = host();
+    let t = alloc(&host, 15);
+    let (a, b) = (t.handle(), t.handle());
+    let raw = t.as_ptr();
+    host.post_task(t, None);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..4u8 {
+                a.set_status(i, &[0x70, 0, i]);
+                a.set_cmd_xfer_len(u64::from(i));
+                a.set_lu_private(std::ptr::null_mut());
+            }
+        });
+        s.spawn(|| {
+            for _ in 0..4 {
+                let sense = b.sense();
+                assert!(sense.is_empty() || sense.len() == 3);
+                let _ = (
+                    b.scsi_status(),
+                    b.cmd_xfer_len(),
+                    b.lu_private(),
+                    b.residual(),
+                );
+            }
+        });
+    });
+    assert_eq!(&*a.sense(), &[0x70, 0, 3]);
+    drop((a, b));
+    end(raw);
+    assert_eq!(live(), 0);
+}

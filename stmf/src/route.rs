@@ -12,6 +12,7 @@ use plugins_sdk::abi::{
     io_flags, task_flags, DataBufRaw, LuHandle, SessionHandle, Status, Task, TaskRequest,
     INLINE_CDB_LEN,
 };
+use plugins_sdk::fields;
 use plugins_sdk::scsi::lun::Lun;
 use plugins_sdk::scsi::{Asc, OpCode, ScsiStatus, Sense, SenseFormat, SenseKey};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
@@ -204,10 +205,11 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
     }
     if !initial.is_null() {
         // Immediate/unsolicited data has been moved already: it counts for residuals.
-        // SAFETY: the port hands over a valid buffer with the task.
+        // SAFETY: the port hands over a valid buffer with the task; the count is a shared
+        // field of a live task, accessed atomically by all.
         unsafe {
             let n = u64::from((*initial).xfer_len);
-            (*ct).public.nbytes_transferred += n;
+            fields::add_u64(&raw mut (*ct).public.nbytes_transferred, n);
             if let Some(stats) = (*ct).stats.as_ref() {
                 stats.bytes(false, n);
             }
@@ -242,12 +244,15 @@ pub(crate) fn fail_for_lu(ct: *mut CoreTask) {
 pub(crate) fn set_sense(ct: *mut CoreTask, sense: Sense) {
     let bytes = sense.encode(SenseFormat::Fixed);
     let b = bytes.as_slice();
-    // SAFETY: the status fields belong to whoever completes the task: the core here.
+    let b = &b[..b.len().min(plugins_sdk::abi::SENSE_LEN)];
+    // SAFETY: the status fields belong to whoever completes the task, the core here; they
+    // are shared fields of a live task, accessed atomically by all (never through a
+    // reference to the whole task, which providers read at the same time).
     unsafe {
-        let t = &mut (*ct).public;
-        t.scsi_status = ScsiStatus::CHECK_CONDITION.0;
-        t.sense[..b.len()].copy_from_slice(b);
-        t.sense_len = b.len() as u16;
+        let t = &raw mut (*ct).public;
+        fields::store_u8(&raw mut (*t).scsi_status, ScsiStatus::CHECK_CONDITION.0);
+        fields::write_bytes((&raw mut (*t).sense).cast(), b);
+        fields::store_u16(&raw mut (*t).sense_len, b.len() as u16);
     }
 }
 
@@ -348,12 +353,14 @@ pub(crate) fn data_xfer_done(t: *mut Task, d: *mut DataBufRaw, status: Status) {
 
 fn data_xfer_done_held(ct: *mut CoreTask, st: u32, d: *mut DataBufRaw, status: Status) {
     let t = ct as *mut Task;
-    // SAFETY: the port hands back a valid buffer of this task.
+    // SAFETY: the port hands back a valid buffer of this task (ours until we pass it on);
+    // the count is a shared field, accessed atomically by all: two buffers of one task may
+    // complete on two threads at once.
     unsafe {
         (*d).xfer_status = status;
         if status.is_ok() {
             let n = u64::from((*d).xfer_len);
-            (*ct).public.nbytes_transferred += n;
+            fields::add_u64(&raw mut (*ct).public.nbytes_transferred, n);
             if let Some(stats) = (*ct).stats.as_ref() {
                 stats.bytes((*d).flags & plugins_sdk::abi::dbuf_flags::TO_RPORT != 0, n);
             }
@@ -396,28 +403,35 @@ pub(crate) fn send_status(t: *mut Task, flags: u32) -> Status {
         unpin(ct);
         return Status::ABORTED;
     }
-    // SAFETY: the LU is done writing status fields; residuals are the core's.
+    // SAFETY: a pinned task; the LU is done writing status fields and residuals are the
+    // core's. Shared fields are accessed atomically (providers may read them meanwhile),
+    // the ones fixed at allocation directly, never through a reference to the whole task.
     unsafe {
-        let p = &mut (*ct).public;
-        let (exp, moved, want) = (p.expected_xfer_len, p.nbytes_transferred, p.cmd_xfer_len);
-        (p.residual, p.residual_flags) = if want > exp {
+        let p = &raw mut (*ct).public;
+        let exp = (*p).expected_xfer_len;
+        let moved = fields::load_u64(&raw mut (*p).nbytes_transferred);
+        let want = fields::load_u64(&raw mut (*p).cmd_xfer_len);
+        let (residual, residual_flags) = if want > exp {
             (want - exp, 2)
         } else if moved < exp {
             (exp - moved, 1)
         } else {
             (0, 0)
         };
+        fields::store_u64(&raw mut (*p).residual, residual);
+        fields::store_u8(&raw mut (*p).residual_flags, residual_flags);
         if let Some(stats) = (*ct).stats.as_ref() {
-            let class = if p.flags & task_flags::READ_DATA != 0 {
+            let flags = (*p).flags;
+            let class = if flags & task_flags::READ_DATA != 0 {
                 CmdClass::Read
-            } else if p.flags & task_flags::WRITE_DATA != 0 {
+            } else if flags & task_flags::WRITE_DATA != 0 {
                 CmdClass::Write
             } else {
                 CmdClass::Other
             };
             stats.command(
                 class,
-                p.scsi_status == 0,
+                fields::load_u8(&raw mut (*p).scsi_status) == 0,
                 (*ct).start.elapsed().as_nanos() as u64,
             );
         }

@@ -12,6 +12,7 @@ use crate::objects::{lock, read, LuEntry, LUS};
 use crate::session::SessionCore;
 use crate::task::*;
 use plugins_sdk::abi::{LuEvent, SessionHandle, Status, Task, TmFunction, TmResponse};
+use plugins_sdk::fields;
 use plugins_sdk::scsi::lun::Lun;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -325,11 +326,11 @@ fn finish_tm(ct: *mut CoreTask, response: TmResponse) {
     if pin(ct, 0).is_none() {
         return;
     }
-    // SAFETY: the TM task is known to its port until send_status_done; the status fields
-    // are the core's to write for a TM task.
+    // SAFETY: a pinned task; the status fields are the core's to write for a TM task, and
+    // shared (accessed atomically by all).
     unsafe {
-        (*ct).public.tm_response = response.0;
-        (*ct).public.scsi_status = 0;
+        fields::store_u8(&raw mut (*ct).public.tm_response, response.0);
+        fields::store_u8(&raw mut (*ct).public.scsi_status, 0);
     }
     let lp = &session(ct).lport;
     let r = if lp.released.load(Acquire) {

@@ -2045,12 +2045,16 @@ impl Core {
         };
         let moved = cmd.xfer.bytes_sent().max(cmd.xfer.bytes_received());
         let own_sense;
+        let task_sense;
         let (status, sense) = match cmd.data_error {
             Some((asc, ascq)) => {
                 own_sense = ffp::aborted_command_sense(asc, ascq);
                 (ScsiStatus::CHECK_CONDITION.0, &own_sense[..])
             }
-            None => (task.scsi_status(), task.sense()),
+            None => {
+                task_sense = task.sense();
+                (task.scsi_status(), &task_sense[..])
+            }
         };
         let st = CmdStatus::new(status, cmd.xfer.edtl(), task.cmd_xfer_len(), moved);
         let data_sn = cmd.xfer.data_sn();
