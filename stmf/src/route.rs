@@ -522,6 +522,7 @@ pub(crate) fn free_task(ct: *mut CoreTask) {
 }
 
 /// Returns a task nobody references any more to its session's pool.
+#[inline]
 pub(crate) fn recycle(ct: *mut CoreTask) {
     let s = session(ct);
     {

@@ -147,6 +147,7 @@ pub(crate) fn unpin(ct: *mut CoreTask) {
 /// Pins a task for the core (one core reference plus `extra`) if somebody still knows it.
 /// Must be called with the session's pool lock held or with a reference on the task (a
 /// provider's call), so the task cannot be recycled.
+#[inline]
 pub(crate) fn pin(ct: *mut CoreTask, extra: u32) -> Option<u32> {
     let st = state(ct);
     let mut s = st.load(Ordering::Acquire);
@@ -207,6 +208,7 @@ fn last_ref(ct: *mut CoreTask, prev: u64) {
 /// The core is done with a task (after the providers' `task_free`): drops the lifecycle
 /// reference. With no handle out (the common case) the task goes straight back to the pool;
 /// otherwise it stays a zombie until its last handle is released.
+#[inline]
 pub(crate) fn end_lifecycle(ct: *mut CoreTask) {
     // Only the lifecycle reference: no provider holds a handle, and none can take one now —
     // a handle is taken from a handle, or inside a call the core makes while it holds the
