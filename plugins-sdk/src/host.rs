@@ -88,19 +88,22 @@ impl Host {
 
     /// Reports the completion of an ONLINE/OFFLINE request for an LU.
     pub fn lu_ctl_complete(&self, lu: LuHandle, cmd: CtlCmd, status: Status) {
-        // SAFETY: handle from the core.
+        // SAFETY: a call through the core's table; the core looks the handle up in its
+        // registry (it never dereferences an unknown one).
         unsafe { (self.api.lu_ctl_complete)(lu, cmd, status) }
     }
 
     /// Reports the completion of an ONLINE/OFFLINE request for a local port.
     pub fn lport_ctl_complete(&self, lport: LportHandle, cmd: CtlCmd, status: Status) {
-        // SAFETY: handle from the core.
+        // SAFETY: a call through the core's table; the core looks the handle up in its
+        // registry (it never dereferences an unknown one).
         unsafe { (self.api.lport_ctl_complete)(lport, cmd, status) }
     }
 
     /// Tells the core that the LU's identity or inventory-relevant state changed.
     pub fn lu_changed(&self, lu: LuHandle) {
-        // SAFETY: handle from the core.
+        // SAFETY: a call through the core's table; the core looks the handle up in its
+        // registry (it never dereferences an unknown one).
         unsafe { (self.api.lu_changed)(lu) }
     }
 
@@ -144,7 +147,8 @@ impl Host {
 
     /// Deregisters a session; its outstanding tasks are aborted (I_T nexus loss).
     pub fn deregister_session(&self, session: SessionHandle) -> Status {
-        // SAFETY: handle from the core.
+        // SAFETY: a call through the core's table; the core looks the handle up in its
+        // registry (it never dereferences an unknown one).
         unsafe { (self.api.deregister_session)(session) }
     }
 

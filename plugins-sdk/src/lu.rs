@@ -87,7 +87,8 @@ unsafe extern "C" fn new_task_shim<L: Lu>(
     initial: *mut DataBufRaw,
 ) -> Status {
     st(guard("lu.new_task", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
         // SAFETY: `initial` is null or a buffer whose ownership the core hands to the LU.
         let initial = unsafe { DataBuf::from_raw(initial) };
@@ -102,7 +103,8 @@ unsafe extern "C" fn dbuf_xfer_done_shim<L: Lu>(
     dbuf: *mut DataBufRaw,
 ) -> Status {
     st(guard("lu.dbuf_xfer_done", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
         // SAFETY: the core hands the buffer's ownership back to the LU.
         if let Some(d) = unsafe { DataBuf::from_raw(dbuf) } {
@@ -114,7 +116,8 @@ unsafe extern "C" fn dbuf_xfer_done_shim<L: Lu>(
 
 unsafe extern "C" fn abort_shim<L: Lu>(ctx: *const c_void, task: *mut Task) -> Status {
     guard("lu.abort", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
         // SAFETY: the core passes a task that stays valid for the call.
         unsafe { TaskHandle::with_borrowed(task, |t| b.lu.abort(&b.host, t).status()) }
@@ -125,7 +128,8 @@ unsafe extern "C" fn abort_shim<L: Lu>(ctx: *const c_void, task: *mut Task) -> S
 
 unsafe extern "C" fn task_free_shim<L: Lu>(ctx: *const c_void, task: *mut Task) -> Status {
     st(guard("lu.task_free", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
         // SAFETY: the core passes a task that stays valid for the call.
         unsafe { TaskHandle::with_borrowed(task, |t| b.lu.task_free(t)) };
@@ -134,7 +138,8 @@ unsafe extern "C" fn task_free_shim<L: Lu>(ctx: *const c_void, task: *mut Task) 
 
 unsafe extern "C" fn ctl_shim<L: Lu>(ctx: *const c_void, lu: LuHandle, cmd: CtlCmd) -> Status {
     st(guard("lu.ctl", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
         b.lu.ctl(&b.host, lu, cmd);
     }))
@@ -146,7 +151,8 @@ unsafe extern "C" fn event_shim<L: Lu>(
     session: SessionHandle,
 ) -> Status {
     st(guard("lu.event", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
         b.lu.event(event, session);
     }))
@@ -154,7 +160,8 @@ unsafe extern "C" fn event_shim<L: Lu>(
 
 unsafe extern "C" fn info_shim<L: Lu>(ctx: *const c_void, sink: *mut c_void) -> Status {
     st(guard("lu.info", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
         let text = b.lu.info();
         // SAFETY: sink is the core's pointer for this call.

@@ -70,7 +70,8 @@ unsafe extern "C" fn xfer_data_shim<P: Port>(
     flags: u32,
 ) -> Status {
     st(guard("port.xfer_data", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
         // SAFETY: the core hands the buffer's ownership to the port.
         if let Some(d) = unsafe { DataBuf::from_raw(dbuf) } {
@@ -86,7 +87,8 @@ unsafe extern "C" fn send_status_shim<P: Port>(
     flags: u32,
 ) -> Status {
     st(guard("port.send_status", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
         // SAFETY: the core passes a task that stays valid for the call.
         unsafe { TaskHandle::with_borrowed(task, |t| b.port.send_status(&b.host, t, flags)) };
@@ -95,7 +97,8 @@ unsafe extern "C" fn send_status_shim<P: Port>(
 
 unsafe extern "C" fn task_free_shim<P: Port>(ctx: *const c_void, task: *mut Task) -> Status {
     st(guard("port.task_free", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
         // SAFETY: the core passes a task that stays valid for the call.
         unsafe { TaskHandle::with_borrowed(task, |t| b.port.task_free(t)) };
@@ -104,7 +107,8 @@ unsafe extern "C" fn task_free_shim<P: Port>(ctx: *const c_void, task: *mut Task
 
 unsafe extern "C" fn abort_shim<P: Port>(ctx: *const c_void, task: *mut Task) -> Status {
     guard("port.abort", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
         // SAFETY: the core passes a task that stays valid for the call.
         let outcome = unsafe { TaskHandle::with_borrowed(task, |t| b.port.abort(&b.host, t)) };
@@ -124,7 +128,8 @@ unsafe extern "C" fn ctl_shim<P: Port>(
     cmd: CtlCmd,
 ) -> Status {
     st(guard("port.ctl", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
         b.port.ctl(&b.host, lport, cmd);
     }))
@@ -138,7 +143,8 @@ unsafe extern "C" fn dbuf_alloc_shim<P: Port>(
     out: *mut *mut DataBufRaw,
 ) -> Status {
     guard("port.dbuf_alloc", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
         // SAFETY: the core passes valid out-params.
         let (min, out) = unsafe { (&mut *min_size, &mut *out) };
@@ -161,7 +167,8 @@ unsafe extern "C" fn dbuf_alloc_shim<P: Port>(
 
 unsafe extern "C" fn dbuf_free_shim<P: Port>(ctx: *const c_void, dbuf: *mut DataBufRaw) -> Status {
     st(guard("port.dbuf_free", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
         // SAFETY: the buffer is handed back to its owner.
         if let Some(d) = unsafe { DataBuf::from_raw(dbuf) } {
@@ -172,7 +179,8 @@ unsafe extern "C" fn dbuf_free_shim<P: Port>(ctx: *const c_void, dbuf: *mut Data
 
 unsafe extern "C" fn info_shim<P: Port>(ctx: *const c_void, sink: *mut c_void) -> Status {
     st(guard("port.info", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
         let text = b.port.info();
         // SAFETY: sink is the core's pointer for this call.

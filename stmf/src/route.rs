@@ -171,7 +171,7 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
         unpin(ct);
         return;
     }
-    // SAFETY: live task.
+    // SAFETY: the task is held by its post reference; `lu` is fixed at allocation.
     let lu = unsafe { (*ct).lu };
     // SAFETY: a non-null LU pointer is kept alive by the task's map.
     if lu.is_null() || !unsafe { &*lu }.online.load(Acquire) {
@@ -215,7 +215,8 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
             }
         }
     }
-    // SAFETY: the LU's entry points with its own context; the task is valid.
+    // SAFETY: an online LU (checked above) is registered, so its ops and ctx are valid; the
+    // task is held by its post reference for the call.
     let r = unsafe { (lu.ops.new_task)(lu.ctx, t, initial) };
     let prev = st.fetch_and(!IN_NEW_TASK, AcqRel);
     if r == Status::PANICKED {
@@ -374,7 +375,8 @@ fn data_xfer_done_held(ct: *mut CoreTask, st: u32, d: *mut DataBufRaw, status: S
     let lu = unsafe { (*ct).lu.as_ref() };
     match lu {
         Some(lu) if st & KNOWN_TO_LU != 0 && !lu.released.load(Acquire) => {
-            // SAFETY: the LU's entry point; ownership of the buffer returns to the LU.
+            // SAFETY: not released, so the LU's ops and ctx are valid; the task is pinned for
+            // the call; ownership of the buffer returns to the LU.
             if unsafe { (lu.ops.dbuf_xfer_done)(lu.ctx, t, d) } == Status::PANICKED {
                 crate::core::fail_provider(&lu.provider, "panicked in dbuf_xfer_done");
                 fail_for_lu(ct);

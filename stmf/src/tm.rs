@@ -117,7 +117,7 @@ fn start_abort(s: &SessionCore, ct: *mut CoreTask, prev: u32, group: &Arc<AbortG
     }
     if prev & ABORTING == 0 {
         if let Some(core) = s.lport.provider.core.upgrade() {
-            // SAFETY: pinned task.
+            // SAFETY: the task is pinned, so not freed or recycled; an atomic core field.
             let gen = unsafe { (*ct).generation.load(Relaxed) };
             let session =
                 crate::core::find_session(SessionHandle(s as *const SessionCore as *const _));
@@ -136,7 +136,8 @@ fn start_abort(s: &SessionCore, ct: *mut CoreTask, prev: u32, group: &Arc<AbortG
             if lp.released.load(Acquire) {
                 release(ct, KNOWN_TO_PORT);
             } else {
-                // SAFETY: the port's entry point.
+                // SAFETY: not released, so the port's ops and ctx are valid; the task is
+                // pinned for the call.
                 match unsafe { (lp.ops.abort)(lp.ctx, t) } {
                     Status::ABORT_SUCCESS | Status::NOT_FOUND => release(ct, KNOWN_TO_PORT),
                     Status::PANICKED => {
@@ -166,7 +167,8 @@ pub(crate) fn abort_lu_side(ct: *mut CoreTask) {
     // SAFETY: the task's map keeps its LU alive.
     match unsafe { (*ct).lu.as_ref() } {
         Some(lu) if !lu.released.load(Acquire) => {
-            // SAFETY: the LU's entry point.
+            // SAFETY: not released, so the LU's ops and ctx are valid; the caller holds a
+            // core reference on the task for the call.
             match unsafe { (lu.ops.abort)(lu.ctx, ct as *mut Task) } {
                 Status::ABORT_SUCCESS | Status::NOT_FOUND => release(ct, KNOWN_TO_LU),
                 Status::PANICKED => {
@@ -201,7 +203,8 @@ pub(crate) fn handle_tm(ct: *mut CoreTask) {
             (*ct).public.tm_ref_tag,
         )
     };
-    // SAFETY: pinned task.
+    // SAFETY: the task is pinned by post_task; `map` is set at allocation and only taken
+    // in free_task, which cannot run while the task is pinned.
     let map = unsafe { (*ct).map.clone() };
     let lun = Lun::from_bytes(lun_bytes).ok().map(|l| l.number());
     let lu: Option<Arc<LuEntry>> = lun.and_then(|l| {
@@ -227,7 +230,7 @@ pub(crate) fn handle_tm(ct: *mut CoreTask) {
         let resp = *lock(&rc);
         for (lu, ev, sh) in lock(&pc).drain(..) {
             if !lu.released.load(Acquire) {
-                // SAFETY: the LU's entry point.
+                // SAFETY: not released, so the LU's ops and ctx are valid.
                 if unsafe { (lu.ops.event)(lu.ctx, ev, sh) } == Status::PANICKED {
                     crate::core::fail_provider(&lu.provider, "panicked in event");
                 }
@@ -519,7 +522,8 @@ fn expire(d: &Deadline, core: &Weak<crate::core::CoreInner>) {
         core.force_offline_lport(lp, why);
     } else if !lp.released.load(Acquire) {
         // The port let go already: let it drop its context; the task memory stays quarantined.
-        // SAFETY: the port's entry point.
+        // SAFETY: not released, so the port's ops and ctx are valid; a quarantined task is
+        // never freed, so the pointer stays valid.
         unsafe { (lp.ops.task_free)(lp.ctx, ct as *mut Task) };
     }
     for g in take_waiters(ct) {
