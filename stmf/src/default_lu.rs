@@ -11,8 +11,9 @@ use plugins_sdk::scsi::{
 };
 use std::sync::atomic::Ordering::AcqRel;
 
+/// The core takes the LU's role for a task `post_task` is routing (hence POSTED).
 fn begin(ct: *mut CoreTask, initial: *mut DataBufRaw) {
-    state(ct).fetch_or(KNOWN_TO_LU | DEFAULT_LU, AcqRel);
+    state(ct).fetch_or(KNOWN_TO_LU | DEFAULT_LU | POSTED, AcqRel);
     if !initial.is_null() {
         free_port_dbuf(ct, initial);
     }

@@ -49,8 +49,6 @@ pub(crate) fn task_alloc(sp: *const SessionCore, req: &TaskRequest) -> Result<*m
         // The lifecycle reference, which the port's post reference borrows until post_task
         // (a free task has none: its last reference recycled it).
         refs(ct).store(1, Relaxed);
-        // SAFETY: the task is ours alone (just taken from the pool).
-        unsafe { (*ct).posted.store(false, Relaxed) };
         ct
     };
     s.in_use.fetch_add(1, Relaxed);
@@ -137,15 +135,14 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
         ref_rele(ct);
         return;
     }
-    // SAFETY: a live task; the flag is only read when its session is dropped.
-    unsafe { (*ct).posted.store(true, Relaxed) };
+    // Every path below marks the task POSTED with the atomic operation it does anyway.
     // SAFETY: the port posts a task it allocated; fields are stable.
     let tm = unsafe { (*ct).public.tm_function };
     if tm != 0 {
         if !initial.is_null() {
             free_port_dbuf(ct, initial);
         }
-        state(ct).fetch_or(TM, AcqRel);
+        state(ct).fetch_or(TM | POSTED, AcqRel);
         crate::tm::handle_tm(ct);
         unpin(ct);
         return;
@@ -187,6 +184,7 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
     let mut s = st.load(Acquire);
     loop {
         if s & ABORTING != 0 {
+            st.fetch_or(POSTED, AcqRel);
             if !initial.is_null() {
                 free_port_dbuf(ct, initial);
             }
@@ -195,7 +193,7 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
         }
         match st.compare_exchange_weak(
             s,
-            s | KNOWN_TO_LU | ROUTED_TO_LU | IN_NEW_TASK,
+            s | KNOWN_TO_LU | ROUTED_TO_LU | IN_NEW_TASK | POSTED,
             AcqRel,
             Acquire,
         ) {

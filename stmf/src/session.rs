@@ -2,7 +2,7 @@
 
 use crate::objects::{lock, LportEntry, LunMap};
 use crate::stats::IoStats;
-use crate::task::{refs, state, CoreTask, IN_USE, ORPHAN, REF_COUNT};
+use crate::task::{refs, state, CoreTask, IN_USE, ORPHAN, POSTED, REF_COUNT};
 use crate::types::Guid;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
@@ -86,13 +86,12 @@ impl Drop for SessionCore {
     fn drop(&mut self) {
         let pool = self.pool.get_mut().unwrap_or_else(|e| e.into_inner());
         for &t in &pool.all {
-            let live = state(t).load(Acquire) & IN_USE != 0;
+            let st = state(t).load(Acquire);
+            let live = st & IN_USE != 0;
+            let posted = st & POSTED != 0;
             if live {
                 state(t).store(0, Release);
             }
-            // SAFETY: every pointer in `all` is a task box of this session; the flag is
-            // atomic.
-            let posted = unsafe { (*t).posted.load(Acquire) };
             let held = refs(t).fetch_or(ORPHAN, AcqRel) & REF_COUNT;
             let free = if live && posted && held > 0 {
                 // The core will never end this task's lifecycle: give up its reference.

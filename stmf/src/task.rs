@@ -20,7 +20,7 @@ use crate::session::SessionCore;
 use crate::stats::IoStats;
 use crate::tm::AbortGroup;
 use plugins_sdk::abi::Task;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -40,6 +40,9 @@ pub(crate) const ROUTED_TO_LU: u32 = 1 << 8;
 pub(crate) const IN_NEW_TASK: u32 = 1 << 9;
 /// The LU has been asked to abort the task (exactly once).
 pub(crate) const LU_ABORT_ASKED: u32 = 1 << 10;
+/// `post_task` took the task: the lifecycle reference is the core's, no longer borrowed by
+/// the port's unposted task (set with an operation post_task does anyway on every path).
+pub(crate) const POSTED: u32 = 1 << 11;
 /// One reference held by the core (bits 16..32 count them: routing and aborting nest).
 pub(crate) const CORE_ONE: u32 = 1 << 16;
 pub(crate) const CORE_MASK: u32 = 0xFFFF << 16;
@@ -62,9 +65,6 @@ pub(crate) struct CoreTask {
     pub state: AtomicU32,
     /// References to the task's memory (see the module documentation) and [`ORPHAN`].
     pub refs: AtomicU64,
-    /// `post_task` has run: the lifecycle reference is the core's, no longer the port's
-    /// unposted task's. Only read when the session is dropped.
-    pub posted: AtomicBool,
     /// Bumped each time the task is freed, so stale references (timers) can tell.
     pub generation: AtomicU32,
     pub session: *const SessionCore,
@@ -88,7 +88,6 @@ impl CoreTask {
             public,
             state: AtomicU32::new(0),
             refs: AtomicU64::new(0),
-            posted: AtomicBool::new(false),
             generation: AtomicU32::new(0),
             session,
             map: None,
