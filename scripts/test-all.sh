@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole rstmf test suite: formatting, clippy, build (providers are cdylibs the tests
-# load from target/debug), unit, integration and interop tests.
+# load from target/debug), plugins-sdk under Miri (scripts/miri.sh; installs nightly Miri if
+# needed), unit, integration and interop tests.
 #
 # Interop tests drive real clients and peers from Debian packages; when one is missing this
 # script installs it (apt-get, needs root). If it cannot, the suite fails with the exact
@@ -40,6 +41,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build"
 cargo build --workspace --all-targets
+echo "== miri (plugins-sdk)"
+scripts/miri.sh
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -14,7 +14,11 @@ use core::ffi::c_void;
 
 /// Version of this ABI. Bumped on any incompatible change; the core refuses a provider whose
 /// root module carries another value.
-pub const ABI_VERSION: u32 = 2;
+///
+/// History: 1 first release; 2 added `SessionRegistration::flags`; 3 made tasks
+/// reference-counted ([`Task::host`], [`HostApi::task_hold`], [`HostApi::task_rele`],
+/// [`HostApi::task_abandon`]).
+pub const ABI_VERSION: u32 = 3;
 
 /// First eight bytes of every [`ProviderRoot`]: `b"RSTMFPRV"` as a little-endian `u64`.
 pub const ROOT_MAGIC: u64 = u64::from_le_bytes(*b"RSTMFPRV");
@@ -353,8 +357,19 @@ unsafe impl Sync for ProviderToken {}
 /// The core allocates tasks (with a private part after this struct); providers only ever see
 /// `*mut Task`. Fields are partitioned by owner: the port fills the command part before
 /// posting, the LU fills the status part before `send_status`, the core fills identity and
-/// residuals. A task pointer is valid from `task_alloc` (port) / `new_task` (LU) until the
-/// port's `task_free` is called.
+/// residuals.
+///
+/// Lifetime (ABI 3): the memory of a task is reference-counted. `task_alloc` returns the task
+/// with the reference that `post_task` (or `task_abandon`) consumes; a provider takes more
+/// with [`HostApi::task_hold`] (while it holds one already, or inside a call the core made
+/// for the task) and gives each back with [`HostApi::task_rele`]. The task is *live* from
+/// `task_alloc` until the core calls the port's `task_free`; after that it is dead — the
+/// core refuses calls for it — but its memory stays readable until the last reference is
+/// released. A pointer the core passes into an entry point is valid for that call.
+///
+/// Fields written while the task is live (status, sense, residuals, counts, the private
+/// pointers) are accessed by everyone through [`crate::fields`]; the rest is written at
+/// allocation and then only read.
 #[repr(C)]
 pub struct Task {
     /// Session (I_T nexus) the task arrived on. Set by the core.
@@ -383,7 +398,8 @@ pub struct Task {
     pub flags: u32,
     /// The CDB (first [`Task::cdb_len`] bytes, up to [`INLINE_CDB_LEN`]).
     pub cdb: [u8; INLINE_CDB_LEN],
-    /// CDB longer than [`INLINE_CDB_LEN`]: the port's memory, valid until `task_free`.
+    /// CDB longer than [`INLINE_CDB_LEN`]: the core's copy, valid as long as the task's
+    /// memory.
     pub ext_cdb: *const u8,
     /// Length of the CDB in bytes.
     pub cdb_len: u16,
@@ -411,8 +427,12 @@ pub struct Task {
     pub cmd_xfer_len: u64,
     /// Sense data.
     pub sense: [u8; SENSE_LEN],
+    /// The services table of the core that owns the task: the one whose `task_hold` and
+    /// `task_rele` count its references. Set by the core when it creates the task; never
+    /// changes.
+    pub host: *const HostApi,
     /// Reserved for future ABI revisions, zero.
-    pub reserved: [u64; 4],
+    pub reserved: [u64; 3],
 }
 
 /// One data buffer of a task: memory owned by the port's buffer store (or by the LU, with
@@ -513,7 +533,8 @@ pub struct PortOps {
     /// Send the status (or the TM response) of `task`; complete with `send_status_done`.
     pub send_status:
         unsafe extern "C" fn(ctx: *const c_void, task: *mut Task, flags: u32) -> Status,
-    /// The core is done with `task`: release the port's context. The pointer dies after this.
+    /// The core is done with `task`: release the port's context. The task is dead after this
+    /// (references the port still holds keep only its memory).
     pub task_free: unsafe extern "C" fn(ctx: *const c_void, task: *mut Task) -> Status,
     /// Abort `task` (same results as [`LuOps::abort`]; late completion via `lport_aborted`).
     pub abort: unsafe extern "C" fn(ctx: *const c_void, task: *mut Task) -> Status,
@@ -630,13 +651,15 @@ pub struct HostApi {
     ) -> Status,
     /// Deregister a session; its outstanding tasks are aborted (I_T nexus loss).
     pub deregister_session: unsafe extern "C" fn(session: SessionHandle) -> Status,
-    /// Port: allocate a task for a command or TM request.
+    /// Port: allocate a task for a command or TM request. The task comes with one reference,
+    /// which `post_task` or `task_abandon` consumes.
     pub task_alloc: unsafe extern "C" fn(
         session: SessionHandle,
         req: *const TaskRequest,
         out: *mut *mut Task,
     ) -> Status,
     /// Port: hand the task to the core, with immediate/unsolicited data in `initial` (or null).
+    /// Consumes the reference `task_alloc` returned; once per task.
     pub post_task: unsafe extern "C" fn(task: *mut Task, initial: *mut DataBufRaw),
     /// Port: a transfer started by `xfer_data` finished; ownership of `dbuf` returns to the LU.
     pub data_xfer_done:
@@ -667,6 +690,16 @@ pub struct HostApi {
     /// Who is behind a session: fills `out` (strings valid while the session is registered).
     pub session_info:
         unsafe extern "C" fn(session: SessionHandle, out: *mut SessionInfoRaw) -> Status,
+    /// Takes one more reference on `task`. The caller holds a reference already or is inside
+    /// a call the core made for the task.
+    pub task_hold: unsafe extern "C" fn(task: *mut Task),
+    /// Gives back one reference. The memory of a dead task is freed (returned to the core's
+    /// pool) with its last reference; the core never calls a provider from here.
+    pub task_rele: unsafe extern "C" fn(task: *mut Task),
+    /// Port: give up a task from `task_alloc` without posting it, consuming the reference
+    /// `post_task` would have taken. The core ends the task (the port's `task_free` follows,
+    /// possibly before this returns).
+    pub task_abandon: unsafe extern "C" fn(task: *mut Task),
 }
 
 /// Identity of a session's I_T nexus ([`HostApi::session_info`]).

@@ -1,7 +1,8 @@
 //! Safe access to the core's services ([`HostApi`]).
 
 use crate::abi::*;
-use crate::task::{DataBuf, TaskHandle, TaskSpec};
+use crate::task::{DataBuf, TaskHandle, TaskSpec, UnpostedTask};
+use core::borrow::Borrow;
 use core::ffi::c_void;
 
 /// The core's services, as seen from a provider. Cheap to copy; obtained from
@@ -87,19 +88,22 @@ impl Host {
 
     /// Reports the completion of an ONLINE/OFFLINE request for an LU.
     pub fn lu_ctl_complete(&self, lu: LuHandle, cmd: CtlCmd, status: Status) {
-        // SAFETY: handle from the core.
+        // SAFETY: a call through the core's table; the core looks the handle up in its
+        // registry (it never dereferences an unknown one).
         unsafe { (self.api.lu_ctl_complete)(lu, cmd, status) }
     }
 
     /// Reports the completion of an ONLINE/OFFLINE request for a local port.
     pub fn lport_ctl_complete(&self, lport: LportHandle, cmd: CtlCmd, status: Status) {
-        // SAFETY: handle from the core.
+        // SAFETY: a call through the core's table; the core looks the handle up in its
+        // registry (it never dereferences an unknown one).
         unsafe { (self.api.lport_ctl_complete)(lport, cmd, status) }
     }
 
     /// Tells the core that the LU's identity or inventory-relevant state changed.
     pub fn lu_changed(&self, lu: LuHandle) {
-        // SAFETY: handle from the core.
+        // SAFETY: a call through the core's table; the core looks the handle up in its
+        // registry (it never dereferences an unknown one).
         unsafe { (self.api.lu_changed)(lu) }
     }
 
@@ -143,7 +147,8 @@ impl Host {
 
     /// Deregisters a session; its outstanding tasks are aborted (I_T nexus loss).
     pub fn deregister_session(&self, session: SessionHandle) -> Status {
-        // SAFETY: handle from the core.
+        // SAFETY: a call through the core's table; the core looks the handle up in its
+        // registry (it never dereferences an unknown one).
         unsafe { (self.api.deregister_session)(session) }
     }
 
@@ -171,58 +176,63 @@ impl Host {
     // ---- tasks (port side) --------------------------------------------------------------
 
     /// Allocates a task for a command or TM request; `port_private` is stored in the task.
+    /// Post it with [`Host::post_task`].
     pub fn task_alloc(
         &self,
         session: SessionHandle,
         spec: &TaskSpec<'_>,
         port_private: *mut c_void,
-    ) -> Result<TaskHandle, Status> {
+    ) -> Result<UnpostedTask, Status> {
         let req = spec.to_raw(port_private);
         let mut out: *mut Task = core::ptr::null_mut();
         // SAFETY: req/out valid for the call; the CDB slice outlives it (the core copies it).
         let st = unsafe { (self.api.task_alloc)(session, &req, &mut out) };
-        // SAFETY: on success the core returned a valid task.
-        match (st.is_ok(), unsafe { TaskHandle::from_raw(out) }) {
-            (true, Some(t)) => Ok(t),
-            (true, None) => Err(Status::ALLOC_FAILURE),
-            (false, _) => Err(st),
+        if !st.is_ok() {
+            return Err(st);
         }
+        // SAFETY: on success the core returned a new task with its post reference.
+        unsafe { UnpostedTask::from_raw(out) }.ok_or(Status::ALLOC_FAILURE)
     }
 
     /// Posts the task to the core, with immediate/unsolicited data (`initial`) if any.
-    pub fn post_task(&self, task: TaskHandle, initial: Option<DataBuf>) {
+    pub fn post_task(&self, task: UnpostedTask, initial: Option<DataBuf>) {
         let d = initial.map_or(core::ptr::null_mut(), DataBuf::into_raw);
-        // SAFETY: task from task_alloc; the buffer's ownership passes to the core.
-        unsafe { (self.api.post_task)(task.as_ptr(), d) }
+        // SAFETY: an unposted task from task_alloc: its reference passes to the core, once;
+        // so does the buffer's ownership.
+        unsafe { (self.api.post_task)(task.into_raw(), d) }
     }
 
     /// Completes a transfer started by the port's `xfer_data`; the buffer goes back to the LU.
-    pub fn data_xfer_done(&self, task: TaskHandle, mut buf: DataBuf, status: Status) {
+    pub fn data_xfer_done(&self, task: &TaskHandle, mut buf: DataBuf, status: Status) {
         buf.set_xfer_status(status);
-        // SAFETY: valid task; ownership of the buffer passes back through the core.
+        // SAFETY: the handle keeps the task valid for the call (the core refuses a dead one);
+        // ownership of the buffer passes back through the core.
         unsafe { (self.api.data_xfer_done)(task.as_ptr(), buf.into_raw(), status) }
     }
 
-    /// Completes a `send_status` request.
-    pub fn send_status_done(&self, task: TaskHandle, status: Status) {
-        // SAFETY: valid task.
-        unsafe { (self.api.send_status_done)(task.as_ptr(), status) }
+    /// Completes a `send_status` request: the port is finished with the task. Pass a handle
+    /// by value to let go of it with the call, or borrow one.
+    pub fn send_status_done(&self, task: impl Borrow<TaskHandle>, status: Status) {
+        // SAFETY: the handle keeps the task valid for the call; a repeated or late completion
+        // is ignored by the core.
+        unsafe { (self.api.send_status_done)(task.borrow().as_ptr(), status) }
     }
 
-    /// Completes an abort the port answered with SUCCESS (pending).
-    pub fn lport_aborted(&self, task: TaskHandle, status: Status) {
-        // SAFETY: valid task.
-        unsafe { (self.api.lport_aborted)(task.as_ptr(), status) }
+    /// Completes an abort the port answered with [`crate::AbortOutcome::Pending`]: the port
+    /// is finished with the task. By value or borrowed, as [`Host::send_status_done`].
+    pub fn lport_aborted(&self, task: impl Borrow<TaskHandle>, status: Status) {
+        // SAFETY: as in send_status_done.
+        unsafe { (self.api.lport_aborted)(task.borrow().as_ptr(), status) }
     }
 
     // ---- tasks (LU side) ----------------------------------------------------------------
 
     /// Allocates a buffer of `size` bytes (at least `min_size`) from the port's store.
     /// On failure returns the size the port could offer (0 when none).
-    pub fn dbuf_alloc(&self, task: TaskHandle, size: u32, min_size: u32) -> Result<DataBuf, u32> {
+    pub fn dbuf_alloc(&self, task: &TaskHandle, size: u32, min_size: u32) -> Result<DataBuf, u32> {
         let mut min = min_size;
         let mut out: *mut DataBufRaw = core::ptr::null_mut();
-        // SAFETY: valid task; out-params are valid places.
+        // SAFETY: the handle keeps the task valid for the call; out-params are valid places.
         let st = unsafe { (self.api.dbuf_alloc)(task.as_ptr(), size, &mut min, &mut out) };
         if !st.is_ok() {
             return Err(min);
@@ -232,8 +242,9 @@ impl Host {
     }
 
     /// Returns a buffer to the port's store.
-    pub fn dbuf_free(&self, task: TaskHandle, buf: DataBuf) {
-        // SAFETY: valid task; the buffer came from dbuf_alloc of this task's port.
+    pub fn dbuf_free(&self, task: &TaskHandle, buf: DataBuf) {
+        // SAFETY: the handle keeps the task valid for the call; the buffer came from
+        // dbuf_alloc of this task's port and its ownership ends here.
         unsafe { (self.api.dbuf_free)(task.as_ptr(), buf.into_raw()) }
     }
 
@@ -245,12 +256,13 @@ impl Host {
     /// Do not hold a lock across this call that `dbuf_xfer_done` takes.
     pub fn xfer_data(
         &self,
-        task: TaskHandle,
+        task: &TaskHandle,
         buf: DataBuf,
         flags: u32,
     ) -> Result<(), (Status, DataBuf)> {
         let raw = buf.into_raw();
-        // SAFETY: valid task; on success the port owns the buffer until data_xfer_done.
+        // SAFETY: the handle keeps the task valid for the call; on success the port owns the
+        // buffer until data_xfer_done.
         let st = unsafe { (self.api.xfer_data)(task.as_ptr(), raw, flags) };
         if st.is_ok() {
             Ok(())
@@ -267,20 +279,21 @@ impl Host {
     /// With [`io_flags::LU_DONE`] the LU is finished with the task.
     pub fn send_status(
         &self,
-        task: TaskHandle,
+        task: &TaskHandle,
         scsi_status: u8,
         sense: &[u8],
         flags: u32,
     ) -> Status {
         task.set_status(scsi_status, sense);
-        // SAFETY: valid task.
+        // SAFETY: the handle keeps the task valid for the call (the core refuses a dead one).
         unsafe { (self.api.send_status)(task.as_ptr(), flags) }
     }
 
-    /// Completes an abort the LU answered with SUCCESS (pending).
-    pub fn lu_aborted(&self, task: TaskHandle, status: Status) {
-        // SAFETY: valid task.
-        unsafe { (self.api.lu_aborted)(task.as_ptr(), status) }
+    /// Completes an abort the LU answered with [`crate::AbortOutcome::Pending`]: the LU is
+    /// finished with the task. By value or borrowed, as [`Host::send_status_done`].
+    pub fn lu_aborted(&self, task: impl Borrow<TaskHandle>, status: Status) {
+        // SAFETY: as in send_status_done.
+        unsafe { (self.api.lu_aborted)(task.borrow().as_ptr(), status) }
     }
 }
 

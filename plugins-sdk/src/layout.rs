@@ -128,7 +128,8 @@ pub static ABI_LAYOUTS: [LayoutEntry; 15] = [
         nbytes_transferred: u64,
         cmd_xfer_len: u64,
         sense: [u8; SENSE_LEN],
-        reserved: [u64; 4],
+        host: Fp,
+        reserved: [u64; 3],
     }),
     layout!(DataBufRaw {
         data: Fp,
@@ -222,6 +223,9 @@ pub static ABI_LAYOUTS: [LayoutEntry; 15] = [
         lu_aborted: Fp,
         lu_changed: Fp,
         session_info: Fp,
+        task_hold: Fp,
+        task_rele: Fp,
+        task_abandon: Fp,
     }),
     layout!(SessionInfoRaw {
         initiator: RStr,

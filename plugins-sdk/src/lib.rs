@@ -21,10 +21,20 @@
 //! LU:   send_status(LU_DONE) ─▶ core ─ send_status ─▶ port ─ send_status_done ─▶ core
 //! core: task_free ─▶ port (and LU), task returns to the session's pool
 //! ```
-//! See `docs/abi-guide.md` and the example provider `example-ram-lu` for a complete LU.
+//!
+//! ## Task ownership
+//! [`Host::task_alloc`] returns an [`UnpostedTask`], which [`Host::post_task`] consumes (so a
+//! task is posted once). Entry points receive a borrowed `&TaskHandle`; a provider that
+//! finishes a task later keeps a clone. [`TaskHandle`] is reference-counted like an `Arc`:
+//! the core frees a task's memory only after its `task_free` *and* the last handle, so a
+//! handle kept too long reads stale values, never freed memory, and the core refuses calls
+//! made with a dead task. [`TaskId`] is the task's identity for maps.
+//!
+//! See `docs/abi.md` and the example provider `example-ram-lu` for a complete LU.
 #![warn(missing_docs)]
 
 pub mod abi;
+pub mod fields;
 mod guard;
 mod host;
 pub mod layout;
@@ -44,7 +54,7 @@ pub use host::{Host, ReplySink, SessionDetails};
 pub use lu::{AbortOutcome, Lu};
 pub use port::Port;
 pub use provider::{root_module, Provider, ProviderContext};
-pub use task::{DataBuf, TaskHandle, TaskSpec};
+pub use task::{DataBuf, SenseBytes, TaskHandle, TaskId, TaskSpec, UnpostedTask};
 
 /// Hidden re-exports for [`export_provider!`].
 #[doc(hidden)]

@@ -36,19 +36,20 @@ impl AbortOutcome {
 pub trait Lu: Send + Sync + 'static {
     /// Executes a command (or, for TM requests routed to the LU, nothing: the core handles TM).
     /// `initial` holds immediate/unsolicited data of a write, if the port received any.
-    fn new_task(&self, host: &Host, task: TaskHandle, initial: Option<DataBuf>);
+    /// `task` is borrowed for the call: clone it to finish the command later.
+    fn new_task(&self, host: &Host, task: &TaskHandle, initial: Option<DataBuf>);
 
     /// A transfer started with [`Host::xfer_data`] finished; the buffer is the LU's again.
-    fn dbuf_xfer_done(&self, host: &Host, task: TaskHandle, buf: DataBuf);
+    fn dbuf_xfer_done(&self, host: &Host, task: &TaskHandle, buf: DataBuf);
 
     /// Abort `task`. An LU that completes every task before returning from `new_task` has
     /// nothing to abort and keeps the default.
-    fn abort(&self, _host: &Host, _task: TaskHandle) -> AbortOutcome {
+    fn abort(&self, _host: &Host, _task: &TaskHandle) -> AbortOutcome {
         AbortOutcome::Done
     }
 
     /// The task is freed; drop per-task state kept outside the task.
-    fn task_free(&self, _task: TaskHandle) {}
+    fn task_free(&self, _task: &TaskHandle) {}
 
     /// ONLINE/OFFLINE request. The default completes at once with success.
     fn ctl(&self, host: &Host, lu: LuHandle, cmd: CtlCmd) {
@@ -86,12 +87,13 @@ unsafe extern "C" fn new_task_shim<L: Lu>(
     initial: *mut DataBufRaw,
 ) -> Status {
     st(guard("lu.new_task", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
-        // SAFETY: the core passes a valid task and (optionally) hands over a buffer.
-        if let Some(t) = unsafe { TaskHandle::from_raw(task) } {
-            b.lu.new_task(&b.host, t, unsafe { DataBuf::from_raw(initial) });
-        }
+        // SAFETY: `initial` is null or a buffer whose ownership the core hands to the LU.
+        let initial = unsafe { DataBuf::from_raw(initial) };
+        // SAFETY: the core passes a task that stays valid for the call.
+        unsafe { TaskHandle::with_borrowed(task, |t| b.lu.new_task(&b.host, t, initial)) };
     }))
 }
 
@@ -101,43 +103,43 @@ unsafe extern "C" fn dbuf_xfer_done_shim<L: Lu>(
     dbuf: *mut DataBufRaw,
 ) -> Status {
     st(guard("lu.dbuf_xfer_done", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
-        // SAFETY: shim contract; the buffer's ownership returns to the LU.
-        if let (Some(t), Some(d)) = unsafe { (TaskHandle::from_raw(task), DataBuf::from_raw(dbuf)) }
-        {
-            b.lu.dbuf_xfer_done(&b.host, t, d);
+        // SAFETY: the core hands the buffer's ownership back to the LU.
+        if let Some(d) = unsafe { DataBuf::from_raw(dbuf) } {
+            // SAFETY: the core passes a task that stays valid for the call.
+            unsafe { TaskHandle::with_borrowed(task, |t| b.lu.dbuf_xfer_done(&b.host, t, d)) };
         }
     }))
 }
 
 unsafe extern "C" fn abort_shim<L: Lu>(ctx: *const c_void, task: *mut Task) -> Status {
     guard("lu.abort", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
-        // SAFETY: shim contract.
-        match unsafe { TaskHandle::from_raw(task) } {
-            Some(t) => b.lu.abort(&b.host, t).status(),
-            None => Status::NOT_FOUND,
-        }
+        // SAFETY: the core passes a task that stays valid for the call.
+        unsafe { TaskHandle::with_borrowed(task, |t| b.lu.abort(&b.host, t).status()) }
+            .unwrap_or(Status::NOT_FOUND)
     })
     .unwrap_or(Status::PANICKED)
 }
 
 unsafe extern "C" fn task_free_shim<L: Lu>(ctx: *const c_void, task: *mut Task) -> Status {
     st(guard("lu.task_free", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
-        // SAFETY: shim contract.
-        if let Some(t) = unsafe { TaskHandle::from_raw(task) } {
-            b.lu.task_free(t);
-        }
+        // SAFETY: the core passes a task that stays valid for the call.
+        unsafe { TaskHandle::with_borrowed(task, |t| b.lu.task_free(t)) };
     }))
 }
 
 unsafe extern "C" fn ctl_shim<L: Lu>(ctx: *const c_void, lu: LuHandle, cmd: CtlCmd) -> Status {
     st(guard("lu.ctl", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
         b.lu.ctl(&b.host, lu, cmd);
     }))
@@ -149,7 +151,8 @@ unsafe extern "C" fn event_shim<L: Lu>(
     session: SessionHandle,
 ) -> Status {
     st(guard("lu.event", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
         b.lu.event(event, session);
     }))
@@ -157,7 +160,8 @@ unsafe extern "C" fn event_shim<L: Lu>(
 
 unsafe extern "C" fn info_shim<L: Lu>(ctx: *const c_void, sink: *mut c_void) -> Status {
     st(guard("lu.info", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the LuBox<L> leaked by register_lu; the core passes it back to
+        // every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const LuBox<L>) };
         let text = b.lu.info();
         // SAFETY: sink is the core's pointer for this call.

@@ -13,17 +13,19 @@ use std::sync::Arc;
 pub trait Port: Send + Sync + 'static {
     /// Move `buf` for `task` (direction in its flags, offset and length set by the LU). Always
     /// complete with [`Host::data_xfer_done`], even on failure, possibly before returning.
-    fn xfer_data(&self, host: &Host, task: TaskHandle, buf: DataBuf, flags: u32);
+    /// `task` is borrowed for the call (as in every entry point): clone it to keep it.
+    fn xfer_data(&self, host: &Host, task: &TaskHandle, buf: DataBuf, flags: u32);
 
     /// Send the status of `task` (SCSI status and sense, or the TM response for TM tasks).
     /// Always complete with [`Host::send_status_done`].
-    fn send_status(&self, host: &Host, task: TaskHandle, flags: u32);
+    fn send_status(&self, host: &Host, task: &TaskHandle, flags: u32);
 
-    /// The core freed `task`: forget it. The handle is dead after this call.
-    fn task_free(&self, _task: TaskHandle) {}
+    /// The core is done with `task`: forget it (drop the handles you kept). The task is dead
+    /// after this call; a handle kept longer only reads its last values.
+    fn task_free(&self, _task: &TaskHandle) {}
 
     /// Abort `task` (stop moving its data, drop queued status).
-    fn abort(&self, _host: &Host, _task: TaskHandle) -> AbortOutcome {
+    fn abort(&self, _host: &Host, _task: &TaskHandle) -> AbortOutcome {
         AbortOutcome::Done
     }
 
@@ -36,7 +38,7 @@ pub trait Port: Send + Sync + 'static {
 
     /// Allocates a buffer of `size` bytes (at least `min_size`); on failure returns the largest
     /// size that could be had (0 for none). Ports enforce their transfer limits here.
-    fn dbuf_alloc(&self, task: TaskHandle, size: u32, min_size: u32) -> Result<DataBuf, u32>;
+    fn dbuf_alloc(&self, task: &TaskHandle, size: u32, min_size: u32) -> Result<DataBuf, u32>;
 
     /// Returns a buffer from [`Port::dbuf_alloc`] to the store.
     fn dbuf_free(&self, buf: DataBuf);
@@ -68,12 +70,13 @@ unsafe extern "C" fn xfer_data_shim<P: Port>(
     flags: u32,
 ) -> Status {
     st(guard("port.xfer_data", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
-        // SAFETY: shim contract; the buffer's ownership passes to the port.
-        if let (Some(t), Some(d)) = unsafe { (TaskHandle::from_raw(task), DataBuf::from_raw(dbuf)) }
-        {
-            b.port.xfer_data(&b.host, t, d, flags);
+        // SAFETY: the core hands the buffer's ownership to the port.
+        if let Some(d) = unsafe { DataBuf::from_raw(dbuf) } {
+            // SAFETY: the core passes a task that stays valid for the call.
+            unsafe { TaskHandle::with_borrowed(task, |t| b.port.xfer_data(&b.host, t, d, flags)) };
         }
     }))
 }
@@ -84,37 +87,35 @@ unsafe extern "C" fn send_status_shim<P: Port>(
     flags: u32,
 ) -> Status {
     st(guard("port.send_status", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
-        // SAFETY: shim contract.
-        if let Some(t) = unsafe { TaskHandle::from_raw(task) } {
-            b.port.send_status(&b.host, t, flags);
-        }
+        // SAFETY: the core passes a task that stays valid for the call.
+        unsafe { TaskHandle::with_borrowed(task, |t| b.port.send_status(&b.host, t, flags)) };
     }))
 }
 
 unsafe extern "C" fn task_free_shim<P: Port>(ctx: *const c_void, task: *mut Task) -> Status {
     st(guard("port.task_free", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
-        // SAFETY: shim contract.
-        if let Some(t) = unsafe { TaskHandle::from_raw(task) } {
-            b.port.task_free(t);
-        }
+        // SAFETY: the core passes a task that stays valid for the call.
+        unsafe { TaskHandle::with_borrowed(task, |t| b.port.task_free(t)) };
     }))
 }
 
 unsafe extern "C" fn abort_shim<P: Port>(ctx: *const c_void, task: *mut Task) -> Status {
     guard("port.abort", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
-        // SAFETY: shim contract.
-        match unsafe { TaskHandle::from_raw(task) } {
-            Some(t) => match b.port.abort(&b.host, t) {
-                AbortOutcome::Done => Status::ABORT_SUCCESS,
-                AbortOutcome::Pending => Status::SUCCESS,
-                AbortOutcome::Busy => Status::BUSY,
-            },
+        // SAFETY: the core passes a task that stays valid for the call.
+        let outcome = unsafe { TaskHandle::with_borrowed(task, |t| b.port.abort(&b.host, t)) };
+        match outcome {
+            Some(AbortOutcome::Done) => Status::ABORT_SUCCESS,
+            Some(AbortOutcome::Pending) => Status::SUCCESS,
+            Some(AbortOutcome::Busy) => Status::BUSY,
             None => Status::NOT_FOUND,
         }
     })
@@ -127,7 +128,8 @@ unsafe extern "C" fn ctl_shim<P: Port>(
     cmd: CtlCmd,
 ) -> Status {
     st(guard("port.ctl", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
         b.port.ctl(&b.host, lport, cmd);
     }))
@@ -141,23 +143,23 @@ unsafe extern "C" fn dbuf_alloc_shim<P: Port>(
     out: *mut *mut DataBufRaw,
 ) -> Status {
     guard("port.dbuf_alloc", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
         // SAFETY: the core passes valid out-params.
         let (min, out) = unsafe { (&mut *min_size, &mut *out) };
-        // SAFETY: shim contract.
-        let Some(t) = (unsafe { TaskHandle::from_raw(task) }) else {
-            return Status::INVALID_ARG;
-        };
-        match b.port.dbuf_alloc(t, size, *min) {
-            Ok(d) => {
+        // SAFETY: the core passes a task that stays valid for the call.
+        let r = unsafe { TaskHandle::with_borrowed(task, |t| b.port.dbuf_alloc(t, size, *min)) };
+        match r {
+            Some(Ok(d)) => {
                 *out = d.into_raw();
                 Status::SUCCESS
             }
-            Err(could) => {
+            Some(Err(could)) => {
                 *min = could;
                 Status::ALLOC_FAILURE
             }
+            None => Status::INVALID_ARG,
         }
     })
     .unwrap_or(Status::PANICKED)
@@ -165,7 +167,8 @@ unsafe extern "C" fn dbuf_alloc_shim<P: Port>(
 
 unsafe extern "C" fn dbuf_free_shim<P: Port>(ctx: *const c_void, dbuf: *mut DataBufRaw) -> Status {
     st(guard("port.dbuf_free", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
         // SAFETY: the buffer is handed back to its owner.
         if let Some(d) = unsafe { DataBuf::from_raw(dbuf) } {
@@ -176,7 +179,8 @@ unsafe extern "C" fn dbuf_free_shim<P: Port>(ctx: *const c_void, dbuf: *mut Data
 
 unsafe extern "C" fn info_shim<P: Port>(ctx: *const c_void, sink: *mut c_void) -> Status {
     st(guard("port.info", || {
-        // SAFETY: shim contract.
+        // SAFETY: `ctx` is the PortBox<P> leaked by register_lport; the core passes it back
+        // to every entry point until it calls release, which frees it.
         let b = unsafe { &*(ctx as *const PortBox<P>) };
         let text = b.port.info();
         // SAFETY: sink is the core's pointer for this call.

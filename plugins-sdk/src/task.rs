@@ -1,51 +1,99 @@
 //! Task handles and owned data buffers.
 
 use crate::abi::{
-    DataBufRaw, LuHandle, SessionHandle, Status, Task, TaskRequest, TmFunction, INLINE_CDB_LEN,
+    DataBufRaw, HostApi, LuHandle, SessionHandle, Status, Task, TaskRequest, TmFunction,
+    INLINE_CDB_LEN, SENSE_LEN,
 };
+use crate::fields;
 use core::ffi::c_void;
+use core::mem::ManuallyDrop;
 use core::ptr::NonNull;
 
-/// A handle to a task owned by the core.
+/// The identity of a task, for maps and comparisons.
 ///
-/// Valid from the moment a provider receives it (`task_alloc` for the port, `new_task` for the
-/// LU) until the core calls the port's `task_free`; the LU must not use it after it sent
-/// status with `LU_DONE` or let go of it in `abort`. Field accessors read the fields that are
-/// fixed once the task is posted; per-owner fields have explicit setters.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+/// Two tasks that are alive at the same time never have the same id. The id of a task whose
+/// last [`TaskHandle`] is gone may be given to a later task, so keep a handle (not only the
+/// id) for as long as the id has to stay unambiguous.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct TaskId(usize);
+
+/// An owning, reference-counted handle to a task of the core (like an `Arc`).
+///
+/// `Clone` takes a reference through [`HostApi::task_hold`] and `Drop` gives it back through
+/// [`HostApi::task_rele`]; the core frees the task's memory only after it has called the
+/// port's `task_free` *and* the last handle is gone. A handle kept past `task_free` therefore
+/// reads a dead task's last field values — never freed memory — and the core refuses the
+/// calls made with it.
+///
+/// Entry points receive `&TaskHandle`, borrowed for the call at no cost; clone it to keep the
+/// task beyond the call (to finish it from another thread, say). Being alive is not being
+/// the owner of a role: the LU must not use the task after it sent status with `LU_DONE` or
+/// let go of it in `abort`, and the port not after `send_status_done` or `lport_aborted`.
+/// Field accessors read the fields fixed at allocation directly and the ones that change
+/// atomically ([`crate::fields`]), so even a handle used out of turn never races; per-owner
+/// fields have explicit setters.
 pub struct TaskHandle(NonNull<Task>);
 
-// SAFETY: a task is a core object designed to be completed from any thread; fields are
-// partitioned between owners (see `abi::Task`).
+// SAFETY: a task is a core object designed to be completed from any thread; the reference
+// count is atomic in the core, and fields are partitioned between owners (see `abi::Task`).
 unsafe impl Send for TaskHandle {}
-// SAFETY: as above.
+// SAFETY: as above: every method takes `&self` and the core synchronises its own fields.
 unsafe impl Sync for TaskHandle {}
 
 impl TaskHandle {
-    /// Wraps a raw task pointer received from the core (`None` for null).
+    /// Takes over one reference to a task (`None` for null, which takes nothing).
     ///
     /// # Safety
-    /// `p` must be a task the core handed to this provider and that is still valid.
+    /// `p` must be a task of a core, with a valid [`Task::host`], and the caller must own the
+    /// reference it hands over (from [`HostApi::task_hold`], or the one `task_alloc` returned).
     pub unsafe fn from_raw(p: *mut Task) -> Option<Self> {
         NonNull::new(p).map(TaskHandle)
     }
 
-    /// The raw pointer, for calls into [`crate::abi::HostApi`].
-    pub fn as_ptr(self) -> *mut Task {
+    /// Gives up the handle without releasing its reference (see [`TaskHandle::from_raw`]).
+    pub fn into_raw(self) -> *mut Task {
+        ManuallyDrop::new(self).0.as_ptr()
+    }
+
+    /// Runs `f` with a handle borrowed from a raw pointer, taking no reference (what the
+    /// SDK's entry-point shims do). Returns `None` for null.
+    ///
+    /// # Safety
+    /// `p` must be a task of a core that stays valid for the whole call: one the core passed
+    /// into the current entry point, or one the caller holds a reference to.
+    pub unsafe fn with_borrowed<R>(p: *mut Task, f: impl FnOnce(&TaskHandle) -> R) -> Option<R> {
+        let h = ManuallyDrop::new(NonNull::new(p).map(TaskHandle)?);
+        Some(f(&h))
+    }
+
+    /// The raw pointer, for calls into [`crate::abi::HostApi`] (no reference is taken).
+    pub fn as_ptr(&self) -> *mut Task {
         self.0.as_ptr()
+    }
+
+    /// The task's identity.
+    pub fn id(&self) -> TaskId {
+        TaskId(self.0.as_ptr() as usize)
     }
 
     fn t(&self) -> *mut Task {
         self.0.as_ptr()
     }
 
+    fn host(&self) -> Option<&HostApi> {
+        // SAFETY: the handle keeps the memory valid; `host` is written by the core when it
+        // creates the task and never changes, and the table outlives every task of its core.
+        unsafe { (*self.t()).host.as_ref() }
+    }
+
     /// The CDB.
     pub fn cdb(&self) -> &[u8] {
-        // SAFETY: the handle is valid (type contract); the CDB fields are written by the port
-        // before posting and never changed afterwards; `ext_cdb` is the port's memory, valid
-        // until task_free, with `cdb_len` bytes.
+        let t = self.t();
+        // SAFETY: the handle keeps the memory valid and from being reused while the slice
+        // (bound to `&self`) lives; the CDB fields are written at allocation, before any
+        // handle existed, and never after. A long CDB is the core's copy, in the task's
+        // private part, valid as long as the task's memory.
         unsafe {
-            let t = self.t();
             let len = (*t).cdb_len as usize;
             if len <= INLINE_CDB_LEN {
                 let cdb = &(*t).cdb;
@@ -65,152 +113,274 @@ impl TaskHandle {
 
     /// The 8-byte LUN.
     pub fn lun(&self) -> [u8; 8] {
-        // SAFETY: valid handle; field fixed after posting.
+        // SAFETY: valid memory (the handle); written at allocation only.
         unsafe { (*self.t()).lun }
     }
 
     /// The port's tag (iSCSI ITT).
     pub fn tag(&self) -> u64 {
-        // SAFETY: valid handle; field fixed after posting.
+        // SAFETY: valid memory (the handle); written at allocation only.
         unsafe { (*self.t()).tag }
     }
 
     /// Task flags ([`crate::abi::task_flags`]).
     pub fn flags(&self) -> u32 {
-        // SAFETY: valid handle; field fixed after posting.
+        // SAFETY: valid memory (the handle); written at allocation only.
         unsafe { (*self.t()).flags }
     }
 
     /// Expected data transfer length from the transport.
     pub fn expected_xfer_len(&self) -> u64 {
-        // SAFETY: valid handle; field fixed after posting.
+        // SAFETY: valid memory (the handle); written at allocation only.
         unsafe { (*self.t()).expected_xfer_len }
     }
 
     /// Maximum number of buffers the LU may have in flight.
     pub fn max_nbufs(&self) -> u8 {
-        // SAFETY: valid handle; field fixed after posting.
+        // SAFETY: valid memory (the handle); written at allocation only.
         unsafe { (*self.t()).max_nbufs }
     }
 
     /// Task attribute ([`crate::abi::task_attr`]).
     pub fn task_attr(&self) -> u8 {
-        // SAFETY: valid handle; field fixed after posting.
+        // SAFETY: valid memory (the handle); written at allocation only.
         unsafe { (*self.t()).task_attr }
     }
 
     /// Task-management function (NONE for a SCSI command).
     pub fn tm_function(&self) -> TmFunction {
-        // SAFETY: valid handle; field fixed after posting.
+        // SAFETY: valid memory (the handle); written at allocation only.
         TmFunction(unsafe { (*self.t()).tm_function })
     }
 
     /// Referenced tag of ABORT TASK / QUERY TASK.
     pub fn tm_ref_tag(&self) -> u64 {
-        // SAFETY: valid handle; field fixed after posting.
+        // SAFETY: valid memory (the handle); written at allocation only.
         unsafe { (*self.t()).tm_ref_tag }
     }
 
     /// Session (I_T nexus) of the task.
     pub fn session(&self) -> SessionHandle {
-        // SAFETY: valid handle; set by the core at allocation.
+        // SAFETY: valid memory (the handle); written at allocation only.
         unsafe { (*self.t()).session }
     }
 
     /// LU the task is routed to.
     pub fn lu(&self) -> LuHandle {
-        // SAFETY: valid handle; set by the core at allocation.
+        // SAFETY: valid memory (the handle); written at allocation only.
         unsafe { (*self.t()).lu }
     }
 
     /// Bytes moved so far by completed transfers.
     pub fn nbytes_transferred(&self) -> u64 {
-        // SAFETY: valid handle; maintained by the core between LU calls.
-        unsafe { (*self.t()).nbytes_transferred }
+        // SAFETY: valid memory (the handle); a shared field, accessed atomically by all.
+        unsafe { fields::load_u64(&raw mut (*self.t()).nbytes_transferred) }
     }
 
     /// The LU's per-task context.
     pub fn lu_private(&self) -> *mut c_void {
-        // SAFETY: valid handle; LU-owned field.
-        unsafe { (*self.t()).lu_private }
+        // SAFETY: valid memory (the handle); a shared field, accessed atomically by all.
+        unsafe { fields::load_ptr(&raw mut (*self.t()).lu_private) }
     }
 
     /// Sets the LU's per-task context (LU only).
+    #[allow(
+        clippy::not_unsafe_ptr_arg_deref,
+        reason = "`p` is stored in the task, never dereferenced"
+    )]
     pub fn set_lu_private(&self, p: *mut c_void) {
-        // SAFETY: valid handle; LU-owned field, written through a raw place (no reference).
-        unsafe { (*self.t()).lu_private = p }
+        // SAFETY: valid memory (the handle); a shared field, accessed atomically by all.
+        unsafe { fields::store_ptr(&raw mut (*self.t()).lu_private, p) }
     }
 
     /// The LU's scratch pointer for this task ([`Task::itl_private`]).
     pub fn itl_private(&self) -> *mut c_void {
-        // SAFETY: valid handle; LU-owned field.
-        unsafe { (*self.t()).itl_private }
+        // SAFETY: valid memory (the handle); a shared field, accessed atomically by all.
+        unsafe { fields::load_ptr(&raw mut (*self.t()).itl_private) }
     }
 
     /// The port's per-task context.
     pub fn port_private(&self) -> *mut c_void {
-        // SAFETY: valid handle; port-owned field.
-        unsafe { (*self.t()).port_private }
+        // SAFETY: valid memory (the handle); a shared field, accessed atomically by all.
+        unsafe { fields::load_ptr(&raw mut (*self.t()).port_private) }
     }
 
     /// Sets the port's per-task context (port only).
+    #[allow(
+        clippy::not_unsafe_ptr_arg_deref,
+        reason = "`p` is stored in the task, never dereferenced"
+    )]
     pub fn set_port_private(&self, p: *mut c_void) {
-        // SAFETY: valid handle; port-owned field.
-        unsafe { (*self.t()).port_private = p }
+        // SAFETY: valid memory (the handle); a shared field, accessed atomically by all.
+        unsafe { fields::store_ptr(&raw mut (*self.t()).port_private, p) }
     }
 
     /// The transfer length the LU computed from the CDB (0 until the LU sets it).
     pub fn cmd_xfer_len(&self) -> u64 {
-        // SAFETY: valid handle; written by the LU before it sends status.
-        unsafe { (*self.t()).cmd_xfer_len }
+        // SAFETY: valid memory (the handle); a shared field, accessed atomically by all.
+        unsafe { fields::load_u64(&raw mut (*self.t()).cmd_xfer_len) }
     }
 
     /// Records the transfer length the LU computed from the CDB (LU only; residuals).
     pub fn set_cmd_xfer_len(&self, n: u64) {
-        // SAFETY: valid handle; LU-owned field.
-        unsafe { (*self.t()).cmd_xfer_len = n }
+        // SAFETY: valid memory (the handle); a shared field, accessed atomically by all.
+        unsafe { fields::store_u64(&raw mut (*self.t()).cmd_xfer_len, n) }
     }
 
     /// SCSI status byte (set by the LU or the core).
     pub fn scsi_status(&self) -> u8 {
-        // SAFETY: valid handle; read by the port after send_status.
-        unsafe { (*self.t()).scsi_status }
+        // SAFETY: valid memory (the handle); a shared field, accessed atomically by all.
+        unsafe { fields::load_u8(&raw mut (*self.t()).scsi_status) }
     }
 
-    /// Sense data of the status.
-    pub fn sense(&self) -> &[u8] {
-        // SAFETY: valid handle; the status fields are stable once status is being sent.
+    /// A copy of the sense data of the status.
+    pub fn sense(&self) -> SenseBytes {
+        let t = self.t();
+        let mut out = SenseBytes {
+            len: 0,
+            bytes: [0; SENSE_LEN],
+        };
+        // SAFETY: valid memory (the handle); shared fields, accessed atomically by all; the
+        // length is clamped to the array.
         unsafe {
-            let t = self.t();
-            let len = ((*t).sense_len as usize).min((*t).sense.len());
-            let s = &(*t).sense;
-            &s[..len]
+            let len = usize::from(fields::load_u16(&raw mut (*t).sense_len)).min(SENSE_LEN);
+            fields::read_bytes((&raw mut (*t).sense).cast(), &mut out.bytes[..len]);
+            out.len = len as u16;
         }
+        out
     }
 
     /// Task-management response (TM tasks).
     pub fn tm_response(&self) -> crate::TmResponse {
-        // SAFETY: valid handle; set by the core before send_status of a TM task.
-        crate::TmResponse(unsafe { (*self.t()).tm_response })
+        // SAFETY: valid memory (the handle); a shared field, accessed atomically by all.
+        crate::TmResponse(unsafe { fields::load_u8(&raw mut (*self.t()).tm_response) })
     }
 
     /// Residual count and flags (1 = underflow, 2 = overflow), set by the core.
     pub fn residual(&self) -> (u64, u8) {
-        // SAFETY: valid handle; set by the core before send_status.
-        unsafe { ((*self.t()).residual, (*self.t()).residual_flags) }
+        let t = self.t();
+        // SAFETY: valid memory (the handle); shared fields, accessed atomically by all.
+        unsafe {
+            (
+                fields::load_u64(&raw mut (*t).residual),
+                fields::load_u8(&raw mut (*t).residual_flags),
+            )
+        }
     }
 
     /// Stores status and sense in the task (LU or core, before `send_status`).
     pub fn set_status(&self, scsi_status: u8, sense: &[u8]) {
         let t = self.t();
-        // SAFETY: valid handle; status fields are owned by the LU until send_status.
+        let n = sense.len().min(SENSE_LEN);
+        // SAFETY: valid memory (the handle); shared fields, accessed atomically by all; at
+        // most SENSE_LEN bytes go into the sense array.
         unsafe {
-            (*t).scsi_status = scsi_status;
-            let n = sense.len().min((*t).sense.len());
-            let dst = &mut (*t).sense;
-            dst[..n].copy_from_slice(&sense[..n]);
-            (*t).sense_len = n as u16;
+            fields::store_u8(&raw mut (*t).scsi_status, scsi_status);
+            fields::write_bytes((&raw mut (*t).sense).cast(), &sense[..n]);
+            fields::store_u16(&raw mut (*t).sense_len, n as u16);
         }
+    }
+}
+
+/// A copy of a task's sense data ([`TaskHandle::sense`]); derefs to the valid bytes.
+#[derive(Clone, Copy)]
+pub struct SenseBytes {
+    len: u16,
+    bytes: [u8; SENSE_LEN],
+}
+
+impl core::ops::Deref for SenseBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+impl core::fmt::Debug for SenseBytes {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl Clone for TaskHandle {
+    fn clone(&self) -> Self {
+        if let Some(api) = self.host() {
+            // SAFETY: we hold a reference, which is what task_hold requires.
+            unsafe { (api.task_hold)(self.t()) }
+        }
+        TaskHandle(self.0)
+    }
+}
+
+impl Drop for TaskHandle {
+    fn drop(&mut self) {
+        if let Some(api) = self.host() {
+            // SAFETY: gives back the reference this handle owns, once (drop runs once).
+            unsafe { (api.task_rele)(self.t()) }
+        }
+    }
+}
+
+impl core::fmt::Debug for TaskHandle {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id())
+            .field("tag", &self.tag())
+            .finish()
+    }
+}
+
+/// A task from [`crate::Host::task_alloc`] that is not posted yet.
+///
+/// It carries the reference [`crate::Host::post_task`] consumes, so a task is posted at most
+/// once. It derefs to a [`TaskHandle`] for reading fields; [`UnpostedTask::handle`] gives a
+/// handle to keep. Dropping it without posting abandons the task ([`HostApi::task_abandon`]):
+/// the core ends it and calls the port's `task_free` from inside the drop, so do not drop one
+/// while holding a lock your `task_free` takes.
+#[must_use = "an allocated task must be posted; dropping it abandons it"]
+pub struct UnpostedTask(ManuallyDrop<TaskHandle>);
+
+impl UnpostedTask {
+    /// Wraps a task fresh from `task_alloc` (`None` for null).
+    ///
+    /// # Safety
+    /// `p` must be a task `task_alloc` just returned, not yet posted nor abandoned, with the
+    /// reference that came with it.
+    pub unsafe fn from_raw(p: *mut Task) -> Option<Self> {
+        NonNull::new(p).map(|p| UnpostedTask(ManuallyDrop::new(TaskHandle(p))))
+    }
+
+    /// A counted handle to keep (the task stays unposted).
+    pub fn handle(&self) -> TaskHandle {
+        TaskHandle::clone(&self.0)
+    }
+
+    /// Gives up the reference, for `post_task` or `task_abandon`.
+    pub fn into_raw(self) -> *mut Task {
+        ManuallyDrop::new(self).0.as_ptr()
+    }
+}
+
+impl core::ops::Deref for UnpostedTask {
+    type Target = TaskHandle;
+    fn deref(&self) -> &TaskHandle {
+        &self.0
+    }
+}
+
+impl Drop for UnpostedTask {
+    fn drop(&mut self) {
+        let t = self.0.as_ptr();
+        if let Some(api) = self.0.host() {
+            // SAFETY: the task is unposted and this is its post reference, consumed once.
+            unsafe { (api.task_abandon)(t) }
+        }
+    }
+}
+
+impl core::fmt::Debug for UnpostedTask {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_tuple("UnpostedTask").field(&*self.0).finish()
     }
 }
 

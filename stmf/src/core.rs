@@ -246,7 +246,7 @@ impl CoreInner {
             ));
         }
         lock(&lu.ctl).pending = Some((cmd, None));
-        // SAFETY: the LU's entry point with its handle.
+        // SAFETY: not released (checked above), so the LU's ops and ctx are valid.
         let r = unsafe { (lu.ops.ctl)(lu.ctx, LuHandle(Arc::as_ptr(lu) as *const c_void), cmd) };
         if r == Status::PANICKED {
             lock(&lu.ctl).pending = None;
@@ -281,7 +281,7 @@ impl CoreInner {
             ));
         }
         lock(&lp.ctl).pending = Some((cmd, None));
-        // SAFETY: the port's entry point with its handle.
+        // SAFETY: not released (checked above), so the port's ops and ctx are valid.
         let r = unsafe { (lp.ops.ctl)(lp.ctx, LportHandle(Arc::as_ptr(lp) as *const c_void), cmd) };
         if r == Status::PANICKED {
             lock(&lp.ctl).pending = None;
@@ -329,7 +329,8 @@ impl CoreInner {
                 }
                 lock(&self.offline_lus).remove(&lu.guid);
                 lu.online.store(true, Release);
-                // SAFETY: the LU's entry point.
+                // SAFETY: the LU is registered (we are onlining it): its ops and ctx stay
+                // valid until the core calls its release.
                 unsafe {
                     (lu.ops.ctl)(
                         lu.ctx,
@@ -393,7 +394,8 @@ impl CoreInner {
                 if admin {
                     lock(&self.offline_lus).insert(lu.guid);
                 }
-                // SAFETY: the LU's entry point.
+                // SAFETY: the LU is registered (we are offlining it): its ops and ctx stay
+                // valid until the core calls its release.
                 unsafe {
                     (lu.ops.ctl)(
                         lu.ctx,
@@ -472,7 +474,8 @@ impl CoreInner {
                 }
                 lock(&self.offline_targets).remove(&lp.name);
                 lp.online.store(true, Release);
-                // SAFETY: the port's entry point.
+                // SAFETY: the port is registered (we are onlining it): its ops and ctx stay
+                // valid until the core calls its release.
                 unsafe {
                     (lp.ops.ctl)(
                         lp.ctx,
@@ -521,7 +524,8 @@ impl CoreInner {
                 if admin {
                     lock(&self.offline_targets).insert(lp.name.clone());
                 }
-                // SAFETY: the port's entry point.
+                // SAFETY: the port is registered (we are offlining it): its ops and ctx stay
+                // valid until the core calls its release.
                 unsafe {
                     (lp.ops.ctl)(
                         lp.ctx,
@@ -558,7 +562,8 @@ impl CoreInner {
             }
             let lu = Arc::new(LuEntry {
                 guid,
-                // SAFETY: valid for the call.
+                // SAFETY: the registration's strings are valid for this call (ABI
+                // contract); invalid UTF-8 is replaced, never trusted.
                 alias: unsafe { reg.alias.as_str() }.chars().take(255).collect(),
                 provider: p.clone(),
                 ctx: reg.ctx,
@@ -608,7 +613,8 @@ impl CoreInner {
         if p.kind != ProviderKind::PORT || p.is_failed() {
             return Err(Status::BAD_STATE);
         }
-        // SAFETY: valid for the call.
+        // SAFETY: the registration's strings are valid for this call (ABI contract);
+        // invalid UTF-8 is replaced, never trusted.
         let (name, alias, protocol) = unsafe {
             (
                 reg.name.as_str().into_owned(),
@@ -665,7 +671,8 @@ impl CoreInner {
         write(&self.lports).retain(|l| !Arc::ptr_eq(l, lp));
         LPORTS.remove(lp);
         if !lp.released.swap(true, AcqRel) {
-            // SAFETY: last call to the port.
+            // SAFETY: the swap makes this the one and last call to the port, with the ctx
+            // it registered; nothing calls it after.
             unsafe { (lp.ops.release)(lp.ctx) };
         }
         tracing::info!("target {} deregistered", lp.name);
@@ -680,7 +687,8 @@ impl CoreInner {
         if !lp.online.load(Acquire) {
             return Err(Status::BAD_STATE);
         }
-        // SAFETY: valid for the call.
+        // SAFETY: the registration's strings are valid for this call (ABI contract);
+        // invalid UTF-8 is replaced, never trusted.
         let (ini, alias, tid) = unsafe {
             (
                 reg.initiator.as_str().into_owned(),
@@ -722,7 +730,7 @@ impl CoreInner {
             if let Some(lu) = &e.lu {
                 lu.retired.absorb(&e.stats);
                 if !lu.released.load(Acquire) {
-                    // SAFETY: the LU's entry point.
+                    // SAFETY: not released, so the LU's ops and ctx are valid.
                     unsafe {
                         (lu.ops.event)(
                             lu.ctx,
@@ -941,7 +949,7 @@ impl Stmf {
     ) -> Result<ProviderInfo> {
         // SAFETY: a 'static root of this process.
         let root = unsafe { crate::loader::check_root(root, "builtin")? };
-        // SAFETY: static string.
+        // SAFETY: the root is 'static data of this process, its name a static string.
         let name = unsafe { root.name.as_str().into_owned() };
         self.inner
             .install_provider(root, None, format!("builtin:{name}"), config)

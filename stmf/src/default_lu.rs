@@ -4,14 +4,16 @@
 use crate::route::{free_port_dbuf, send_status, set_sense};
 use crate::task::*;
 use plugins_sdk::abi::{dbuf_flags, io_flags, DataBufRaw, Status, Task};
+use plugins_sdk::fields;
 use plugins_sdk::scsi::lun::Lun;
 use plugins_sdk::scsi::{
     Asc, Cdb, Inquiry, OpCode, ReportLuns, RequestSense, ScsiStatus, Sense, SenseFormat, SenseKey,
 };
 use std::sync::atomic::Ordering::AcqRel;
 
+/// The core takes the LU's role for a task `post_task` is routing (hence POSTED).
 fn begin(ct: *mut CoreTask, initial: *mut DataBufRaw) {
-    state(ct).fetch_or(KNOWN_TO_LU | DEFAULT_LU, AcqRel);
+    state(ct).fetch_or(KNOWN_TO_LU | DEFAULT_LU | POSTED, AcqRel);
     if !initial.is_null() {
         free_port_dbuf(ct, initial);
     }
@@ -44,10 +46,10 @@ fn finish_check(ct: *mut CoreTask, sense: Sense) {
 }
 
 fn finish_good(ct: *mut CoreTask) {
-    // SAFETY: the core completes this task.
+    // SAFETY: the core completes this task; shared status fields, accessed atomically.
     unsafe {
-        (*ct).public.scsi_status = ScsiStatus::GOOD.0;
-        (*ct).public.sense_len = 0;
+        fields::store_u8(&raw mut (*ct).public.scsi_status, ScsiStatus::GOOD.0);
+        fields::store_u16(&raw mut (*ct).public.sense_len, 0);
     }
     send_status(ct as *mut Task, io_flags::LU_DONE);
 }
@@ -55,9 +57,10 @@ fn finish_good(ct: *mut CoreTask) {
 /// Sends `data` truncated to `alloc_len` (the allocation length of the CDB), then GOOD.
 fn send_data(ct: *mut CoreTask, data: &[u8], alloc_len: usize) {
     let want = data.len().min(alloc_len);
-    // SAFETY: the core owns the task's LU-side fields.
+    // SAFETY: the core owns the task's LU-side fields (shared: accessed atomically); the
+    // expected length is fixed at allocation.
     let expected = unsafe {
-        (*ct).public.cmd_xfer_len = want as u64;
+        fields::store_u64(&raw mut (*ct).public.cmd_xfer_len, want as u64);
         (*ct).public.expected_xfer_len
     };
     let len = want.min(usize::try_from(expected).unwrap_or(usize::MAX));
@@ -69,8 +72,8 @@ fn send_data(ct: *mut CoreTask, data: &[u8], alloc_len: usize) {
     let mut d: *mut DataBufRaw = std::ptr::null_mut();
     let st = crate::route::dbuf_alloc(ct as *mut Task, len as u32, &mut min, &mut d);
     if !st.is_ok() || d.is_null() {
-        // SAFETY: the core completes this task.
-        unsafe { (*ct).public.scsi_status = ScsiStatus::BUSY.0 };
+        // SAFETY: the core completes this task; a shared field, accessed atomically.
+        unsafe { fields::store_u8(&raw mut (*ct).public.scsi_status, ScsiStatus::BUSY.0) };
         send_status(ct as *mut Task, io_flags::LU_DONE);
         return;
     }
@@ -79,7 +82,7 @@ fn send_data(ct: *mut CoreTask, data: &[u8], alloc_len: usize) {
         let b = &mut *d;
         if (b.buf_size as usize) < len || b.data.is_null() {
             free_port_dbuf(ct, d);
-            (*ct).public.scsi_status = ScsiStatus::BUSY.0;
+            fields::store_u8(&raw mut (*ct).public.scsi_status, ScsiStatus::BUSY.0);
             send_status(ct as *mut Task, io_flags::LU_DONE);
             return;
         }

@@ -99,7 +99,8 @@ unsafe extern "C" fn register_lu(
         // SAFETY: non-null, valid for the call.
         match core.register_lu(&p, unsafe { &*reg }) {
             Ok(h) => {
-                // SAFETY: non-null out-param.
+                // SAFETY: `out` was checked non-null and is the caller's writable place (ABI
+                // contract).
                 unsafe { *out = h };
                 Status::SUCCESS
             }
@@ -136,7 +137,8 @@ unsafe extern "C" fn register_lport(
         // SAFETY: non-null, valid for the call.
         match core.register_lport(&p, unsafe { &*reg }) {
             Ok(h) => {
-                // SAFETY: non-null out-param.
+                // SAFETY: `out` was checked non-null and is the caller's writable place (ABI
+                // contract).
                 unsafe { *out = h };
                 Status::SUCCESS
             }
@@ -188,7 +190,8 @@ unsafe extern "C" fn register_session(
         // SAFETY: non-null, valid for the call.
         match core.register_session(&l, unsafe { &*reg }) {
             Ok(h) => {
-                // SAFETY: non-null out-param.
+                // SAFETY: `out` was checked non-null and is the caller's writable place (ABI
+                // contract).
                 unsafe { *out = h };
                 Status::SUCCESS
             }
@@ -215,7 +218,8 @@ unsafe extern "C" fn task_alloc(
         // SAFETY: non-null request valid for the call.
         match route::task_alloc(session.0 as *const _, unsafe { &*req }) {
             Ok(t) => {
-                // SAFETY: non-null out-param.
+                // SAFETY: `out` was checked non-null and is the caller's writable place (ABI
+                // contract).
                 unsafe { *out = t };
                 Status::SUCCESS
             }
@@ -332,6 +336,26 @@ unsafe extern "C" fn session_info(session: SessionHandle, out: *mut SessionInfoR
     )
 }
 
+unsafe extern "C" fn task_hold(task: *mut Task) {
+    if !task.is_null() {
+        crate::task::ref_hold(crate::task::core_of(task));
+    }
+}
+
+unsafe extern "C" fn task_rele(task: *mut Task) {
+    if !task.is_null() {
+        guarded("task_rele", (), || {
+            crate::task::ref_rele(crate::task::core_of(task))
+        })
+    }
+}
+
+unsafe extern "C" fn task_abandon(task: *mut Task) {
+    if !task.is_null() {
+        guarded("task_abandon", (), || route::task_abandon(task))
+    }
+}
+
 /// The table handed to every provider.
 pub(crate) static HOST_API: HostApi = HostApi {
     abi_version: ABI_VERSION,
@@ -359,4 +383,7 @@ pub(crate) static HOST_API: HostApi = HostApi {
     lu_aborted,
     lu_changed,
     session_info,
+    task_hold,
+    task_rele,
+    task_abandon,
 };

@@ -12,6 +12,7 @@ use plugins_sdk::abi::{
     io_flags, task_flags, DataBufRaw, LuHandle, SessionHandle, Status, Task, TaskRequest,
     INLINE_CDB_LEN,
 };
+use plugins_sdk::fields;
 use plugins_sdk::scsi::lun::Lun;
 use plugins_sdk::scsi::{Asc, OpCode, ScsiStatus, Sense, SenseFormat, SenseKey};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
@@ -45,6 +46,9 @@ pub(crate) fn task_alloc(sp: *const SessionCore, req: &TaskRequest) -> Result<*m
         // A TM request is marked at once, so no concurrent abort scan can select it.
         let tm = if req.tm_function != 0 { TM } else { 0 };
         state(ct).store(IN_USE | KNOWN_TO_PORT | CORE_ONE | tm, Relaxed);
+        // The lifecycle reference, which the port's post reference borrows until post_task
+        // (a free task has none: its last reference recycled it).
+        refs(ct).store(1, Relaxed);
         ct
     };
     s.in_use.fetch_add(1, Relaxed);
@@ -121,16 +125,24 @@ fn opcode(ct: *mut CoreTask) -> u8 {
     }
 }
 
-/// Routes a posted task (port side).
+/// Routes a posted task (port side). The SDK's `UnpostedTask` makes sure a task is posted
+/// once; the post reference becomes part of the lifecycle reference (nothing to count).
 pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
     let ct = core_of(t);
+    if state(ct).load(Acquire) & IN_USE == 0 {
+        // Orphaned: its session went with the core. Its post reference is all that is left
+        // (the buffer's store went with the session: it is left alone).
+        ref_rele(ct);
+        return;
+    }
+    // Every path below marks the task POSTED with the atomic operation it does anyway.
     // SAFETY: the port posts a task it allocated; fields are stable.
     let tm = unsafe { (*ct).public.tm_function };
     if tm != 0 {
         if !initial.is_null() {
             free_port_dbuf(ct, initial);
         }
-        state(ct).fetch_or(TM, AcqRel);
+        state(ct).fetch_or(TM | POSTED, AcqRel);
         crate::tm::handle_tm(ct);
         unpin(ct);
         return;
@@ -156,7 +168,7 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
         unpin(ct);
         return;
     }
-    // SAFETY: live task.
+    // SAFETY: the task is held by its post reference; `lu` is fixed at allocation.
     let lu = unsafe { (*ct).lu };
     // SAFETY: a non-null LU pointer is kept alive by the task's map.
     if lu.is_null() || !unsafe { &*lu }.online.load(Acquire) {
@@ -172,6 +184,7 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
     let mut s = st.load(Acquire);
     loop {
         if s & ABORTING != 0 {
+            st.fetch_or(POSTED, AcqRel);
             if !initial.is_null() {
                 free_port_dbuf(ct, initial);
             }
@@ -180,7 +193,7 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
         }
         match st.compare_exchange_weak(
             s,
-            s | KNOWN_TO_LU | ROUTED_TO_LU | IN_NEW_TASK,
+            s | KNOWN_TO_LU | ROUTED_TO_LU | IN_NEW_TASK | POSTED,
             AcqRel,
             Acquire,
         ) {
@@ -190,16 +203,18 @@ pub(crate) fn post_task(t: *mut Task, initial: *mut DataBufRaw) {
     }
     if !initial.is_null() {
         // Immediate/unsolicited data has been moved already: it counts for residuals.
-        // SAFETY: the port hands over a valid buffer with the task.
+        // SAFETY: the port hands over a valid buffer with the task; the count is a shared
+        // field of a live task, accessed atomically by all.
         unsafe {
             let n = u64::from((*initial).xfer_len);
-            (*ct).public.nbytes_transferred += n;
+            fields::add_u64(&raw mut (*ct).public.nbytes_transferred, n);
             if let Some(stats) = (*ct).stats.as_ref() {
                 stats.bytes(false, n);
             }
         }
     }
-    // SAFETY: the LU's entry points with its own context; the task is valid.
+    // SAFETY: an online LU (checked above) is registered, so its ops and ctx are valid; the
+    // task is held by its post reference for the call.
     let r = unsafe { (lu.ops.new_task)(lu.ctx, t, initial) };
     let prev = st.fetch_and(!IN_NEW_TASK, AcqRel);
     if r == Status::PANICKED {
@@ -228,12 +243,15 @@ pub(crate) fn fail_for_lu(ct: *mut CoreTask) {
 pub(crate) fn set_sense(ct: *mut CoreTask, sense: Sense) {
     let bytes = sense.encode(SenseFormat::Fixed);
     let b = bytes.as_slice();
-    // SAFETY: the status fields belong to whoever completes the task: the core here.
+    let b = &b[..b.len().min(plugins_sdk::abi::SENSE_LEN)];
+    // SAFETY: the status fields belong to whoever completes the task, the core here; they
+    // are shared fields of a live task, accessed atomically by all (never through a
+    // reference to the whole task, which providers read at the same time).
     unsafe {
-        let t = &mut (*ct).public;
-        t.scsi_status = ScsiStatus::CHECK_CONDITION.0;
-        t.sense[..b.len()].copy_from_slice(b);
-        t.sense_len = b.len() as u16;
+        let t = &raw mut (*ct).public;
+        fields::store_u8(&raw mut (*t).scsi_status, ScsiStatus::CHECK_CONDITION.0);
+        fields::write_bytes((&raw mut (*t).sense).cast(), b);
+        fields::store_u16(&raw mut (*t).sense_len, b.len() as u16);
     }
 }
 
@@ -249,6 +267,22 @@ pub(crate) fn free_port_dbuf(ct: *mut CoreTask, d: *mut DataBufRaw) {
     }
 }
 
+/// Returns a buffer of a task that may be dead to its port's store: a zombie's session is
+/// alive (it counts the task in use), an orphan's is gone and the buffer is left alone.
+pub(crate) fn free_port_dbuf_if_alive(ct: *mut CoreTask, d: *mut DataBufRaw) {
+    if refs(ct).load(Acquire) & ORPHAN == 0 {
+        free_port_dbuf(ct, d);
+    }
+}
+
+/// True when a provider's call for the task may go ahead: the task is alive and not
+/// quarantined. The caller's reference keeps a task that dies meanwhile a zombie whose
+/// session and port stay valid; only a live task's session may be gone (orphaned, at core
+/// teardown), and an orphan's state word is 0.
+fn alive(ct: *mut CoreTask) -> bool {
+    state(ct).load(Acquire) & (IN_USE | QUARANTINED) == IN_USE
+}
+
 /// LU → port: allocate a buffer from the port's store.
 pub(crate) fn dbuf_alloc(
     t: *mut Task,
@@ -257,6 +291,9 @@ pub(crate) fn dbuf_alloc(
     out: *mut *mut DataBufRaw,
 ) -> Status {
     let ct = core_of(t);
+    if !alive(ct) {
+        return Status::BAD_STATE;
+    }
     let lp = &session(ct).lport;
     if lp.released.load(Acquire) {
         return Status::BAD_STATE;
@@ -271,14 +308,18 @@ pub(crate) fn dbuf_alloc(
 
 /// LU → port: return a buffer.
 pub(crate) fn dbuf_free(t: *mut Task, d: *mut DataBufRaw) {
-    free_port_dbuf(core_of(t), d);
+    free_port_dbuf_if_alive(core_of(t), d);
 }
 
 /// LU → port: move a buffer.
 pub(crate) fn xfer_data(t: *mut Task, d: *mut DataBufRaw, flags: u32) -> Status {
     let ct = core_of(t);
-    if state(ct).load(Acquire) & (ABORTING | QUARANTINED) != 0 {
+    let st = state(ct).load(Acquire);
+    if st & (ABORTING | QUARANTINED) != 0 {
         return Status::ABORTED;
+    }
+    if st & IN_USE == 0 {
+        return Status::BAD_STATE;
     }
     let lp = &session(ct).lport;
     if lp.released.load(Acquire) || !lp.online.load(Acquire) {
@@ -297,22 +338,28 @@ pub(crate) fn xfer_data(t: *mut Task, d: *mut DataBufRaw, flags: u32) -> Status 
 pub(crate) fn data_xfer_done(t: *mut Task, d: *mut DataBufRaw, status: Status) {
     let ct = core_of(t);
     // Hold the task for the whole call: an abort both parties answer at once must not free it
-    // under the LU (or under the core's own default handling).
-    let st = hold(ct);
-    if st & QUARANTINED == 0 {
-        data_xfer_done_held(ct, st, d, status);
-    }
+    // under the LU (or under the core's own default handling). A task nobody knows any more
+    // (a late completion through a kept handle) is not touched: its buffer goes home.
+    let Some(st) = pin(ct, 0) else {
+        if state(ct).load(Acquire) & QUARANTINED == 0 {
+            free_port_dbuf_if_alive(ct, d);
+        }
+        return;
+    };
+    data_xfer_done_held(ct, st, d, status);
     unpin(ct);
 }
 
 fn data_xfer_done_held(ct: *mut CoreTask, st: u32, d: *mut DataBufRaw, status: Status) {
     let t = ct as *mut Task;
-    // SAFETY: the port hands back a valid buffer of this task.
+    // SAFETY: the port hands back a valid buffer of this task (ours until we pass it on);
+    // the count is a shared field, accessed atomically by all: two buffers of one task may
+    // complete on two threads at once.
     unsafe {
         (*d).xfer_status = status;
         if status.is_ok() {
             let n = u64::from((*d).xfer_len);
-            (*ct).public.nbytes_transferred += n;
+            fields::add_u64(&raw mut (*ct).public.nbytes_transferred, n);
             if let Some(stats) = (*ct).stats.as_ref() {
                 stats.bytes((*d).flags & plugins_sdk::abi::dbuf_flags::TO_RPORT != 0, n);
             }
@@ -326,7 +373,8 @@ fn data_xfer_done_held(ct: *mut CoreTask, st: u32, d: *mut DataBufRaw, status: S
     let lu = unsafe { (*ct).lu.as_ref() };
     match lu {
         Some(lu) if st & KNOWN_TO_LU != 0 && !lu.released.load(Acquire) => {
-            // SAFETY: the LU's entry point; ownership of the buffer returns to the LU.
+            // SAFETY: not released, so the LU's ops and ctx are valid; the task is pinned for
+            // the call; ownership of the buffer returns to the LU.
             if unsafe { (lu.ops.dbuf_xfer_done)(lu.ctx, t, d) } == Status::PANICKED {
                 crate::core::fail_provider(&lu.provider, "panicked in dbuf_xfer_done");
                 fail_for_lu(ct);
@@ -340,10 +388,14 @@ fn data_xfer_done_held(ct: *mut CoreTask, st: u32, d: *mut DataBufRaw, status: S
 /// LU (or the core) → port: send status.
 pub(crate) fn send_status(t: *mut Task, flags: u32) -> Status {
     let ct = core_of(t);
-    let prev = hold(ct);
-    if prev & QUARANTINED != 0 {
-        return Status::ABORTED;
-    }
+    let Some(prev) = pin(ct, 0) else {
+        // Quarantined, or known to nobody (dead, or a second status after LU_DONE).
+        return if state(ct).load(Acquire) & QUARANTINED != 0 {
+            Status::ABORTED
+        } else {
+            Status::BAD_STATE
+        };
+    };
     if prev & ABORTING != 0 {
         if flags & io_flags::LU_DONE != 0 {
             release(ct, KNOWN_TO_LU);
@@ -351,28 +403,35 @@ pub(crate) fn send_status(t: *mut Task, flags: u32) -> Status {
         unpin(ct);
         return Status::ABORTED;
     }
-    // SAFETY: the LU is done writing status fields; residuals are the core's.
+    // SAFETY: a pinned task; the LU is done writing status fields and residuals are the
+    // core's. Shared fields are accessed atomically (providers may read them meanwhile),
+    // the ones fixed at allocation directly, never through a reference to the whole task.
     unsafe {
-        let p = &mut (*ct).public;
-        let (exp, moved, want) = (p.expected_xfer_len, p.nbytes_transferred, p.cmd_xfer_len);
-        (p.residual, p.residual_flags) = if want > exp {
+        let p = &raw mut (*ct).public;
+        let exp = (*p).expected_xfer_len;
+        let moved = fields::load_u64(&raw mut (*p).nbytes_transferred);
+        let want = fields::load_u64(&raw mut (*p).cmd_xfer_len);
+        let (residual, residual_flags) = if want > exp {
             (want - exp, 2)
         } else if moved < exp {
             (exp - moved, 1)
         } else {
             (0, 0)
         };
+        fields::store_u64(&raw mut (*p).residual, residual);
+        fields::store_u8(&raw mut (*p).residual_flags, residual_flags);
         if let Some(stats) = (*ct).stats.as_ref() {
-            let class = if p.flags & task_flags::READ_DATA != 0 {
+            let flags = (*p).flags;
+            let class = if flags & task_flags::READ_DATA != 0 {
                 CmdClass::Read
-            } else if p.flags & task_flags::WRITE_DATA != 0 {
+            } else if flags & task_flags::WRITE_DATA != 0 {
                 CmdClass::Write
             } else {
                 CmdClass::Other
             };
             stats.command(
                 class,
-                p.scsi_status == 0,
+                fields::load_u8(&raw mut (*p).scsi_status) == 0,
                 (*ct).start.elapsed().as_nanos() as u64,
             );
         }
@@ -381,10 +440,11 @@ pub(crate) fn send_status(t: *mut Task, flags: u32) -> Status {
         state(ct).fetch_and(!KNOWN_TO_LU, AcqRel);
     }
     let lp = &session(ct).lport;
-    // SAFETY: the port's entry point with a valid task.
     let r = if lp.released.load(Acquire) {
         Status::BAD_STATE
     } else {
+        // SAFETY: the port is not released, so its ops and ctx are valid; the task is held
+        // by the core for the call.
         unsafe { (lp.ops.send_status)(lp.ctx, t, flags) }
     };
     if r == Status::PANICKED {
@@ -418,7 +478,8 @@ pub(crate) fn lu_aborted(t: *mut Task) {
     }
 }
 
-/// Returns a task nobody knows any more to its session's pool.
+/// Ends a task nobody knows any more: the providers' `task_free`, then the lifecycle
+/// reference (see [`end_lifecycle`]).
 pub(crate) fn free_task(ct: *mut CoreTask) {
     let t = ct as *mut Task;
     let st = state(ct).load(Acquire);
@@ -427,8 +488,9 @@ pub(crate) fn free_task(ct: *mut CoreTask) {
     if st & ROUTED_TO_LU != 0 {
         // SAFETY: the map held by the task keeps the LU alive.
         if let Some(lu) = unsafe { (*ct).lu.as_ref() } {
-            // SAFETY: the LU's entry point.
             if !lu.released.load(Acquire)
+                // SAFETY: the LU is not released, so its ops and ctx are valid; nobody else
+                // uses the task any more.
                 && unsafe { (lu.ops.task_free)(lu.ctx, t) } == Status::PANICKED
             {
                 crate::core::fail_provider(&lu.provider, "panicked in task_free");
@@ -436,7 +498,8 @@ pub(crate) fn free_task(ct: *mut CoreTask) {
         }
     }
     let lp = &s.lport;
-    // SAFETY: the port's entry point; the task dies after this.
+    // SAFETY: the port's entry point while it is not released; the task is dead after this
+    // (a handle the port kept holds only its memory).
     if !lp.released.load(Acquire) && unsafe { (lp.ops.task_free)(lp.ctx, t) } == Status::PANICKED {
         crate::core::fail_provider(&lp.provider, "panicked in task_free");
     }
@@ -446,18 +509,39 @@ pub(crate) fn free_task(ct: *mut CoreTask) {
             stats.aborted();
         }
     }
-    // SAFETY: nobody else references the task now.
+    // SAFETY: no party knows the task and the core holds no pin, so nobody else touches its
+    // core-private fields; providers holding handles read only the public part.
     let map = unsafe { (*ct).map.take() };
-    // SAFETY: as above.
+    // SAFETY: an atomic field of a task whose memory our lifecycle reference keeps.
     unsafe { (*ct).generation.fetch_add(1, Relaxed) };
+    end_lifecycle(ct);
+    drop(map);
+    for g in waiters {
+        g.task_done();
+    }
+}
+
+/// Returns a task nobody references any more to its session's pool.
+#[inline]
+pub(crate) fn recycle(ct: *mut CoreTask) {
+    let s = session(ct);
     {
         let mut pool = lock(&s.pool);
         state(ct).store(0, Relaxed);
         pool.free.push(ct);
     }
     s.in_use.fetch_sub(1, Relaxed);
-    drop(map);
-    for g in waiters {
-        g.task_done();
+}
+
+/// Port: a task from `task_alloc` is given up unposted. The port lets go of it and the post
+/// reference goes: the task ends like any other (`task_free`, then back to the pool).
+pub(crate) fn task_abandon(t: *mut Task) {
+    let ct = core_of(t);
+    if state(ct).load(Acquire) & IN_USE == 0 {
+        // Orphaned (see post_task): only the reference is left to give back.
+        ref_rele(ct);
+        return;
     }
+    release(ct, KNOWN_TO_PORT);
+    unpin(ct);
 }

@@ -2,9 +2,10 @@
 
 use crate::objects::{lock, LportEntry, LunMap};
 use crate::stats::IoStats;
-use crate::task::CoreTask;
+use crate::task::{refs, state, CoreTask, IN_USE, ORPHAN, POSTED, REF_COUNT};
 use crate::types::Guid;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -76,12 +77,33 @@ impl SessionCore {
 }
 
 impl Drop for SessionCore {
+    /// Frees the session's tasks. Normally they are all idle (a dying session is dropped
+    /// once none is in use). At core teardown some may still be live, or zombies with
+    /// handles out: such a task is orphaned — marked so its last reference frees it, its
+    /// state word cleared so host calls refuse it, and the lifecycle reference given up on
+    /// the core's behalf (unless the port's unposted task still owns it: then posting or
+    /// abandoning it gives it up) — and a provider's kept handle stays valid memory.
     fn drop(&mut self) {
         let pool = self.pool.get_mut().unwrap_or_else(|e| e.into_inner());
         for &t in &pool.all {
-            // SAFETY: every pointer in `all` came from Box::into_raw and the session is the
-            // last owner (quarantined tasks were removed from `all` and are never freed).
-            drop(unsafe { Box::from_raw(t) });
+            let st = state(t).load(Acquire);
+            let live = st & IN_USE != 0;
+            let posted = st & POSTED != 0;
+            if live {
+                state(t).store(0, Release);
+            }
+            let held = refs(t).fetch_or(ORPHAN, AcqRel) & REF_COUNT;
+            let free = if live && posted && held > 0 {
+                // The core will never end this task's lifecycle: give up its reference.
+                refs(t).fetch_sub(1, AcqRel) & REF_COUNT == 1
+            } else {
+                !live && held == 0
+            };
+            if free {
+                // SAFETY: every pointer in `all` came from Box::into_raw; no reference is
+                // left (quarantined tasks were removed from `all` and are never freed).
+                drop(unsafe { Box::from_raw(t) });
+            }
         }
         pool.all.clear();
         pool.free.clear();

@@ -6,13 +6,21 @@
 //! routing or aborting it). Each is one bit; whoever clears the last bit frees the task. This
 //! is COMSTAR's known-to-LU/known-to-port pair made explicit, with the core's own bit closing
 //! the races where a provider completes a task while the core is still calling into it.
+//!
+//! Apart from those roles, the task's *memory* is reference-counted ([`CoreTask::refs`], ABI
+//! 3): one reference for the core's lifecycle (from `task_alloc` until the task is freed, see
+//! [`crate::route::free_task`]) plus one per `TaskHandle` a provider keeps. A task the core
+//! has freed but a provider still holds is a *zombie*: its state word is 0, so every host
+//! entry point refuses it, and it goes back to the session's pool with its last reference.
+//! Until then the session counts it in use, which keeps a dying session (and so the task's
+//! session and port pointers) alive.
 
 use crate::objects::{lock, LuEntry, LunMap};
 use crate::session::SessionCore;
 use crate::stats::IoStats;
 use crate::tm::AbortGroup;
 use plugins_sdk::abi::Task;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -32,10 +40,22 @@ pub(crate) const ROUTED_TO_LU: u32 = 1 << 8;
 pub(crate) const IN_NEW_TASK: u32 = 1 << 9;
 /// The LU has been asked to abort the task (exactly once).
 pub(crate) const LU_ABORT_ASKED: u32 = 1 << 10;
+/// `post_task` took the task: the lifecycle reference is the core's, no longer borrowed by
+/// the port's unposted task (set with an operation post_task does anyway on every path).
+pub(crate) const POSTED: u32 = 1 << 11;
 /// One reference held by the core (bits 16..32 count them: routing and aborting nest).
 pub(crate) const CORE_ONE: u32 = 1 << 16;
 pub(crate) const CORE_MASK: u32 = 0xFFFF << 16;
 pub(crate) const KNOWN_ANY: u32 = KNOWN_TO_PORT | KNOWN_TO_LU | CORE_MASK;
+
+/// [`CoreTask::refs`]: the number of references (low bits) ...
+pub(crate) const REF_COUNT: u64 = (1 << 48) - 1;
+/// ... and, set when the session was dropped with the task still referenced, the mark that
+/// makes the last reference free the box instead of returning it to the (gone) pool.
+pub(crate) const ORPHAN: u64 = 1 << 63;
+/// More references than any sane provider takes: like `Arc`, the core aborts rather than let
+/// the count come anywhere near wrapping.
+const REF_LIMIT: u64 = 1 << 40;
 
 /// The task as the core stores it: the public ABI struct first, so a `*mut Task` handed to a
 /// provider is also a `*mut CoreTask`.
@@ -43,6 +63,8 @@ pub(crate) const KNOWN_ANY: u32 = KNOWN_TO_PORT | KNOWN_TO_LU | CORE_MASK;
 pub(crate) struct CoreTask {
     pub public: Task,
     pub state: AtomicU32,
+    /// References to the task's memory (see the module documentation) and [`ORPHAN`].
+    pub refs: AtomicU64,
     /// Bumped each time the task is freed, so stale references (timers) can tell.
     pub generation: AtomicU32,
     pub session: *const SessionCore,
@@ -60,10 +82,12 @@ impl CoreTask {
     pub fn new_boxed(session: *const SessionCore) -> *mut CoreTask {
         // SAFETY: Task is plain old data (integers, arrays and raw pointers): all-zero is a
         // valid value.
-        let public: Task = unsafe { std::mem::zeroed() };
+        let mut public: Task = unsafe { std::mem::zeroed() };
+        public.host = &crate::host::HOST_API;
         Box::into_raw(Box::new(CoreTask {
             public,
             state: AtomicU32::new(0),
+            refs: AtomicU64::new(0),
             generation: AtomicU32::new(0),
             session,
             map: None,
@@ -109,12 +133,6 @@ pub(crate) fn release(ct: *mut CoreTask, bits: u32) {
     }
 }
 
-/// Takes a core reference on a task the caller knows is alive.
-#[inline]
-pub(crate) fn hold(ct: *mut CoreTask) -> u32 {
-    state(ct).fetch_add(CORE_ONE, Ordering::AcqRel)
-}
-
 /// Drops a core reference; frees the task when nobody knows it any more.
 #[inline]
 pub(crate) fn unpin(ct: *mut CoreTask) {
@@ -126,7 +144,9 @@ pub(crate) fn unpin(ct: *mut CoreTask) {
 }
 
 /// Pins a task for the core (one core reference plus `extra`) if somebody still knows it.
-/// Must be called with the session's pool lock held, so the task cannot be recycled.
+/// Must be called with the session's pool lock held or with a reference on the task (a
+/// provider's call), so the task cannot be recycled.
+#[inline]
 pub(crate) fn pin(ct: *mut CoreTask, extra: u32) -> Option<u32> {
     let st = state(ct);
     let mut s = st.load(Ordering::Acquire);
@@ -144,6 +164,62 @@ pub(crate) fn pin(ct: *mut CoreTask, extra: u32) -> Option<u32> {
             Err(now) => s = now,
         }
     }
+}
+
+#[inline]
+pub(crate) fn refs<'a>(ct: *mut CoreTask) -> &'a AtomicU64 {
+    // SAFETY: callers hold a reference on the task (or the pool lock of its live session);
+    // the field is only accessed atomically.
+    unsafe { &(*ct).refs }
+}
+
+/// Takes one more reference for a provider (`task_hold`); the caller holds one already.
+#[inline]
+pub(crate) fn ref_hold(ct: *mut CoreTask) {
+    let prev = refs(ct).fetch_add(1, Ordering::Relaxed);
+    if prev & REF_COUNT >= REF_LIMIT {
+        tracing::error!("a provider took {REF_LIMIT} references on one task; aborting");
+        std::process::abort();
+    }
+}
+
+/// Gives back one reference (`task_rele`); the last one of a dead task recycles it.
+#[inline]
+pub(crate) fn ref_rele(ct: *mut CoreTask) {
+    let prev = refs(ct).fetch_sub(1, Ordering::Release);
+    if prev & REF_COUNT == 1 {
+        std::sync::atomic::fence(Ordering::Acquire);
+        last_ref(ct, prev);
+    }
+}
+
+/// The last reference of a dead task is gone: back to the pool, or freed if the session went.
+fn last_ref(ct: *mut CoreTask, prev: u64) {
+    if prev & ORPHAN != 0 {
+        // SAFETY: the session that owned the box is gone and gave it up (see
+        // SessionCore::drop); this was the last reference, so nobody can reach it any more.
+        drop(unsafe { Box::from_raw(ct) });
+    } else {
+        crate::route::recycle(ct);
+    }
+}
+
+/// The core is done with a task (after the providers' `task_free`): drops the lifecycle
+/// reference. With no handle out (the common case) the task goes straight back to the pool;
+/// otherwise it stays a zombie until its last handle is released.
+#[inline]
+pub(crate) fn end_lifecycle(ct: *mut CoreTask) {
+    // Only the lifecycle reference: no provider holds a handle, and none can take one now —
+    // a handle is taken from a handle, or inside a call the core makes while it holds the
+    // task, and every such call has returned.
+    if refs(ct).load(Ordering::Acquire) == 1 {
+        refs(ct).store(0, Ordering::Relaxed);
+        crate::route::recycle(ct);
+        return;
+    }
+    // A zombie: the state word says "not in use", so host calls on it are refused.
+    state(ct).store(0, Ordering::Release);
+    ref_rele(ct);
 }
 
 /// Takes the abort groups waiting on a task.

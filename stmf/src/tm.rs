@@ -12,6 +12,7 @@ use crate::objects::{lock, read, LuEntry, LUS};
 use crate::session::SessionCore;
 use crate::task::*;
 use plugins_sdk::abi::{LuEvent, SessionHandle, Status, Task, TmFunction, TmResponse};
+use plugins_sdk::fields;
 use plugins_sdk::scsi::lun::Lun;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -67,10 +68,11 @@ impl AbortGroup {
 
 use std::sync::atomic::Ordering::Release;
 
-/// A raw task pointer moved into a completion closure.
+/// A raw task pointer moved into a completion closure, with a reference of its own on the
+/// task (taken by whoever makes it, given back by the closure).
 struct SendTask(*mut CoreTask);
-// SAFETY: tasks are designed to be completed from any thread; the TM task is pinned by the
-// port's reference until its response is sent.
+// SAFETY: tasks are designed to be completed from any thread, and the reference the pointer
+// carries keeps the task's memory valid wherever the closure runs.
 unsafe impl Send for SendTask {}
 
 /// Aborts the tasks of session `s` selected by `pred` (never `exclude`, never TM tasks),
@@ -115,7 +117,7 @@ fn start_abort(s: &SessionCore, ct: *mut CoreTask, prev: u32, group: &Arc<AbortG
     }
     if prev & ABORTING == 0 {
         if let Some(core) = s.lport.provider.core.upgrade() {
-            // SAFETY: pinned task.
+            // SAFETY: the task is pinned, so not freed or recycled; an atomic core field.
             let gen = unsafe { (*ct).generation.load(Relaxed) };
             let session =
                 crate::core::find_session(SessionHandle(s as *const SessionCore as *const _));
@@ -134,7 +136,8 @@ fn start_abort(s: &SessionCore, ct: *mut CoreTask, prev: u32, group: &Arc<AbortG
             if lp.released.load(Acquire) {
                 release(ct, KNOWN_TO_PORT);
             } else {
-                // SAFETY: the port's entry point.
+                // SAFETY: not released, so the port's ops and ctx are valid; the task is
+                // pinned for the call.
                 match unsafe { (lp.ops.abort)(lp.ctx, t) } {
                     Status::ABORT_SUCCESS | Status::NOT_FOUND => release(ct, KNOWN_TO_PORT),
                     Status::PANICKED => {
@@ -164,7 +167,8 @@ pub(crate) fn abort_lu_side(ct: *mut CoreTask) {
     // SAFETY: the task's map keeps its LU alive.
     match unsafe { (*ct).lu.as_ref() } {
         Some(lu) if !lu.released.load(Acquire) => {
-            // SAFETY: the LU's entry point.
+            // SAFETY: not released, so the LU's ops and ctx are valid; the caller holds a
+            // core reference on the task for the call.
             match unsafe { (lu.ops.abort)(lu.ctx, ct as *mut Task) } {
                 Status::ABORT_SUCCESS | Status::NOT_FOUND => release(ct, KNOWN_TO_LU),
                 Status::PANICKED => {
@@ -199,7 +203,8 @@ pub(crate) fn handle_tm(ct: *mut CoreTask) {
             (*ct).public.tm_ref_tag,
         )
     };
-    // SAFETY: pinned task.
+    // SAFETY: the task is pinned by post_task; `map` is set at allocation and only taken
+    // in free_task, which cannot run while the task is pinned.
     let map = unsafe { (*ct).map.clone() };
     let lun = Lun::from_bytes(lun_bytes).ok().map(|l| l.number());
     let lu: Option<Arc<LuEntry>> = lun.and_then(|l| {
@@ -216,19 +221,23 @@ pub(crate) fn handle_tm(ct: *mut CoreTask) {
     let response_cell = Arc::new(Mutex::new(TmResponse::COMPLETE));
     let post_cell: Arc<Mutex<PostEvents>> = Arc::new(Mutex::new(Vec::new()));
     let (rc, pc) = (response_cell.clone(), post_cell.clone());
+    // The closure may run on another thread after the port let go of the TM task: its own
+    // reference keeps the memory from being reused under it.
+    ref_hold(ct);
     let group = AbortGroup::new(move |_timed_out| {
         let target = target;
         let ct = target.0;
         let resp = *lock(&rc);
         for (lu, ev, sh) in lock(&pc).drain(..) {
             if !lu.released.load(Acquire) {
-                // SAFETY: the LU's entry point.
+                // SAFETY: not released, so the LU's ops and ctx are valid.
                 if unsafe { (lu.ops.event)(lu.ctx, ev, sh) } == Status::PANICKED {
                     crate::core::fail_provider(&lu.provider, "panicked in event");
                 }
             }
         }
         finish_tm(ct, resp);
+        ref_rele(ct);
     });
 
     let lun_needed = matches!(
@@ -313,17 +322,25 @@ pub(crate) fn handle_tm(ct: *mut CoreTask) {
     group.arm();
 }
 
+/// Sends the response of a TM task, pinned for the call (so the port's `send_status` may
+/// complete it at once and still read it); nothing when the port let go of it already.
 fn finish_tm(ct: *mut CoreTask, response: TmResponse) {
-    // SAFETY: the TM task is known to its port until send_status_done.
+    // The caller's reference keeps the task from being recycled, as pin requires.
+    if pin(ct, 0).is_none() {
+        return;
+    }
+    // SAFETY: a pinned task; the status fields are the core's to write for a TM task, and
+    // shared (accessed atomically by all).
     unsafe {
-        (*ct).public.tm_response = response.0;
-        (*ct).public.scsi_status = 0;
+        fields::store_u8(&raw mut (*ct).public.tm_response, response.0);
+        fields::store_u8(&raw mut (*ct).public.scsi_status, 0);
     }
     let lp = &session(ct).lport;
-    // SAFETY: the port's entry point.
     let r = if lp.released.load(Acquire) {
         Status::BAD_STATE
     } else {
+        // SAFETY: the port is not released, so its ops and ctx are valid; the TM task is
+        // known to the port until it completes this status.
         unsafe { (lp.ops.send_status)(lp.ctx, ct as *mut Task, 0) }
     };
     if r == Status::PANICKED {
@@ -332,6 +349,7 @@ fn finish_tm(ct: *mut CoreTask, response: TmResponse) {
     if !r.is_ok() {
         release(ct, KNOWN_TO_PORT);
     }
+    unpin(ct);
 }
 
 /// Aborts every task of `lu` on every session; `done(timed_out)` runs when all are gone.
@@ -504,7 +522,8 @@ fn expire(d: &Deadline, core: &Weak<crate::core::CoreInner>) {
         core.force_offline_lport(lp, why);
     } else if !lp.released.load(Acquire) {
         // The port let go already: let it drop its context; the task memory stays quarantined.
-        // SAFETY: the port's entry point.
+        // SAFETY: not released, so the port's ops and ctx are valid; a quarantined task is
+        // never freed, so the pointer stays valid.
         unsafe { (lp.ops.task_free)(lp.ctx, ct as *mut Task) };
     }
     for g in take_waiters(ct) {

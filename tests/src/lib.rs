@@ -252,7 +252,7 @@ impl CmdSlot {
 }
 
 /// The slot of `task`, with its own reference (the task's may go inside the call).
-fn slot_of(task: TaskHandle) -> Option<Arc<CmdSlot>> {
+fn slot_of(task: &TaskHandle) -> Option<Arc<CmdSlot>> {
     let p = task.port_private() as *const CmdSlot;
     if p.is_null() {
         return None;
@@ -345,7 +345,7 @@ struct TestPort {
 }
 
 impl Port for TestPort {
-    fn xfer_data(&self, host: &Host, task: TaskHandle, mut buf: DataBuf, _flags: u32) {
+    fn xfer_data(&self, host: &Host, task: &TaskHandle, mut buf: DataBuf, _flags: u32) {
         let status = match slot_of(task) {
             Some(slot) => slot.move_data(&mut buf),
             None => {
@@ -359,7 +359,7 @@ impl Port for TestPort {
         host.data_xfer_done(task, buf, status);
     }
 
-    fn send_status(&self, host: &Host, task: TaskHandle, _flags: u32) {
+    fn send_status(&self, host: &Host, task: &TaskHandle, _flags: u32) {
         let slot = slot_of(task);
         let (residual, residual_flags) = task.residual();
         let mut outcome = Outcome {
@@ -370,7 +370,8 @@ impl Port for TestPort {
             residual_flags,
             tm_response: task.tm_response(),
         };
-        // Read everything from the task before completing: the task may be freed inside.
+        // Read everything before completing: the task may be freed inside (the borrowed
+        // handle would still read it, but the harness checks what the port was sent).
         host.send_status_done(task, Status::SUCCESS);
         let Some(slot) = slot else {
             lock(&self.shared.violations).push("send_status on a task without context".into());
@@ -396,7 +397,7 @@ impl Port for TestPort {
         slot.cv.notify_all();
     }
 
-    fn task_free(&self, task: TaskHandle) {
+    fn task_free(&self, task: &TaskHandle) {
         let p = task.port_private() as *const CmdSlot;
         if p.is_null() {
             return;
@@ -408,7 +409,7 @@ impl Port for TestPort {
         slot.cv.notify_all();
     }
 
-    fn abort(&self, _host: &Host, task: TaskHandle) -> AbortOutcome {
+    fn abort(&self, _host: &Host, task: &TaskHandle) -> AbortOutcome {
         if let Some(slot) = slot_of(task) {
             lock(&slot.st).port_aborted = true;
         }
@@ -428,7 +429,7 @@ impl Port for TestPort {
         }
     }
 
-    fn dbuf_alloc(&self, _task: TaskHandle, size: u32, min_size: u32) -> Result<DataBuf, u32> {
+    fn dbuf_alloc(&self, _task: &TaskHandle, size: u32, min_size: u32) -> Result<DataBuf, u32> {
         let max = u32::try_from(self.shared.max_buf.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
         let n = size.min(max);
         if n == 0 || n < min_size {

@@ -91,8 +91,11 @@ fn libc_path() -> std::path::PathBuf {
 fn incompatible_libraries_are_refused_and_the_core_keeps_working() {
     let h = Harness::new(Settings::default());
     let bad_abi = format!("abi {}", ABI_VERSION + 1);
-    let cases: [(&str, Vec<&str>); 3] = [
+    let ours = format!("abi {ABI_VERSION}");
+    let cases: [(&str, Vec<&str>); 4] = [
         ("bad-abi", vec![bad_abi.as_str(), "rebuild"]),
+        // Built before task handles were reference-counted: its handles would be `Copy`.
+        ("abi-2", vec!["abi 2", ours.as_str(), "rebuild"]),
         ("bad-layout", vec!["layout", "task"]),
         ("bad-magic", vec!["magic"]),
     ];

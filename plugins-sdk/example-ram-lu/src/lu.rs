@@ -95,7 +95,7 @@ impl RamLu {
     fn execute(
         &self,
         host: &Host,
-        task: TaskHandle,
+        task: &TaskHandle,
         cdb: &Cdb<'_>,
         initial: Option<DataBuf>,
     ) -> Result<(), Sense> {
@@ -159,7 +159,7 @@ impl RamLu {
     }
 
     /// Decodes READ/WRITE (10/16) and checks the block range against the capacity.
-    fn rw_xfer(&self, task: TaskHandle, cdb: &Cdb<'_>) -> Result<Xfer, CdbError> {
+    fn rw_xfer(&self, task: &TaskHandle, cdb: &Cdb<'_>) -> Result<Xfer, CdbError> {
         let rw = Rw::decode(cdb)?;
         rw.check_no_protection()?; // no protection information on this LU
         let blocks = rw.lba_range(self.blocks)?; // LBA OUT OF RANGE past the end
@@ -175,7 +175,7 @@ impl RamLu {
 
     // ---- small commands --------------------------------------------------------------------
 
-    fn inquiry(&self, host: &Host, task: TaskHandle, cdb: &Cdb<'_>) -> Result<(), Sense> {
+    fn inquiry(&self, host: &Host, task: &TaskHandle, cdb: &Cdb<'_>) -> Result<(), Sense> {
         let inq = Inquiry::decode(cdb)?;
         let mut r = Reply::new();
         if !inq.evpd {
@@ -216,7 +216,7 @@ impl RamLu {
         Ok(())
     }
 
-    fn read_capacity(&self, host: &Host, task: TaskHandle, cdb: &Cdb<'_>) -> Result<(), Sense> {
+    fn read_capacity(&self, host: &Host, task: &TaskHandle, cdb: &Cdb<'_>) -> Result<(), Sense> {
         // Also rejects other service actions of SERVICE ACTION IN (16).
         let rc = ReadCapacity::decode(cdb)?;
         let last_lba = self.blocks.saturating_sub(1);
@@ -235,7 +235,7 @@ impl RamLu {
         Ok(())
     }
 
-    fn mode_sense(&self, host: &Host, task: TaskHandle, cdb: &Cdb<'_>) -> Result<(), Sense> {
+    fn mode_sense(&self, host: &Host, task: &TaskHandle, cdb: &Cdb<'_>) -> Result<(), Sense> {
         let ms = ModeSense::decode(cdb)?;
         if ms.pc == PageControl::Saved {
             return Err(Sense::illegal_request(Asc::SAVING_PARAMETERS_NOT_SUPPORTED));
@@ -265,7 +265,7 @@ impl RamLu {
 
     // ---- READ ----------------------------------------------------------------------------
 
-    fn start_read(&self, host: &Host, task: TaskHandle, x: Xfer) {
+    fn start_read(&self, host: &Host, task: &TaskHandle, x: Xfer) {
         task.set_cmd_xfer_len(x.cmd_len);
         if x.total == 0 {
             return good(host, task);
@@ -277,7 +277,7 @@ impl RamLu {
     }
 
     /// Fills `buf` with the data at `offset` of the command and sends it.
-    fn read_chunk(&self, host: &Host, task: TaskHandle, x: &Xfer, mut buf: DataBuf, offset: u64) {
+    fn read_chunk(&self, host: &Host, task: &TaskHandle, x: &Xfer, mut buf: DataBuf, offset: u64) {
         let n = (buf.capacity() as u64).min(x.total - offset) as usize;
         if let Some(dst) = buf.as_mut_slice().get_mut(..n) {
             self.store.read(x.start + offset, dst);
@@ -286,7 +286,7 @@ impl RamLu {
         xfer(host, task, buf);
     }
 
-    fn continue_read(&self, host: &Host, task: TaskHandle, x: Xfer, buf: DataBuf) {
+    fn continue_read(&self, host: &Host, task: &TaskHandle, x: Xfer, buf: DataBuf) {
         let next = buf.rel_offset() + buf.xfer_len() as u64;
         if next >= x.total {
             host.dbuf_free(task, buf);
@@ -298,7 +298,7 @@ impl RamLu {
 
     // ---- WRITE ---------------------------------------------------------------------------
 
-    fn start_write(&self, host: &Host, task: TaskHandle, x: Xfer, initial: Option<DataBuf>) {
+    fn start_write(&self, host: &Host, task: &TaskHandle, x: Xfer, initial: Option<DataBuf>) {
         task.set_cmd_xfer_len(x.cmd_len);
         // Immediate (and unsolicited) data came with the command: store it first.
         let mut done = 0;
@@ -329,7 +329,7 @@ impl RamLu {
         offset + n as u64
     }
 
-    fn continue_write(&self, host: &Host, task: TaskHandle, x: Xfer, buf: DataBuf) {
+    fn continue_write(&self, host: &Host, task: &TaskHandle, x: Xfer, buf: DataBuf) {
         let next = self.store_chunk(&x, &buf);
         if next >= x.total {
             host.dbuf_free(task, buf);
@@ -341,7 +341,7 @@ impl RamLu {
 }
 
 impl Lu for RamLu {
-    fn new_task(&self, host: &Host, task: TaskHandle, initial: Option<DataBuf>) {
+    fn new_task(&self, host: &Host, task: &TaskHandle, initial: Option<DataBuf>) {
         let cdb = match Cdb::parse(task.cdb()).and_then(|c| c.check_control(false).map(|_| c)) {
             Ok(cdb) => cdb,
             Err(e) => {
@@ -356,7 +356,7 @@ impl Lu for RamLu {
         }
     }
 
-    fn dbuf_xfer_done(&self, host: &Host, task: TaskHandle, buf: DataBuf) {
+    fn dbuf_xfer_done(&self, host: &Host, task: &TaskHandle, buf: DataBuf) {
         let status = buf.xfer_status();
         if status != Status::SUCCESS {
             host.dbuf_free(task, buf);
@@ -410,7 +410,7 @@ impl Lu for RamLu {
 
 /// Asks the port for a buffer of up to `want` bytes (at most [`MAX_CHUNK`]). A port that
 /// cannot give that much says what it could; take that instead.
-fn alloc(host: &Host, task: TaskHandle, want: u64) -> Option<DataBuf> {
+fn alloc(host: &Host, task: &TaskHandle, want: u64) -> Option<DataBuf> {
     let size = u32::try_from(want).unwrap_or(u32::MAX).min(MAX_CHUNK);
     let buf = match host.dbuf_alloc(task, size, size.min(MIN_CHUNK)) {
         Ok(buf) => buf,
@@ -425,7 +425,7 @@ fn alloc(host: &Host, task: TaskHandle, want: u64) -> Option<DataBuf> {
 }
 
 /// Asks the initiator for the data at `offset` of a write, into `buf`.
-fn request_chunk(host: &Host, task: TaskHandle, x: &Xfer, mut buf: DataBuf, offset: u64) {
+fn request_chunk(host: &Host, task: &TaskHandle, x: &Xfer, mut buf: DataBuf, offset: u64) {
     let n = (buf.capacity() as u64).min(x.total - offset) as usize;
     buf.set_xfer(offset, n, dbuf_flags::FROM_RPORT);
     xfer(host, task, buf);
@@ -433,7 +433,7 @@ fn request_chunk(host: &Host, task: TaskHandle, x: &Xfer, mut buf: DataBuf, offs
 
 /// Hands `buf` to the port. On success the LU is done with the buffer and the task until
 /// [`Lu::dbuf_xfer_done`] (which may already have run when this returns).
-fn xfer(host: &Host, task: TaskHandle, buf: DataBuf) {
+fn xfer(host: &Host, task: &TaskHandle, buf: DataBuf) {
     if let Err((status, buf)) = host.xfer_data(task, buf, 0) {
         host.dbuf_free(task, buf);
         transfer_failed(host, task, status);
@@ -442,7 +442,7 @@ fn xfer(host: &Host, task: TaskHandle, buf: DataBuf) {
 
 /// Sends a short parameter data reply (INQUIRY, READ CAPACITY, ...): at most `alloc_len`
 /// bytes of `data`, in one buffer.
-fn send_data_in(host: &Host, task: TaskHandle, data: &[u8], alloc_len: u32) {
+fn send_data_in(host: &Host, task: &TaskHandle, data: &[u8], alloc_len: u32) {
     // What the command returns: the data, cut to the ALLOCATION LENGTH. The core compares it
     // and what was actually sent with the initiator's expected length to set the residual
     // (overflow when the expected length was too short, underflow when it was longer).
@@ -471,12 +471,12 @@ fn send_data_in(host: &Host, task: TaskHandle, data: &[u8], alloc_len: u32) {
 // ---- status helpers ---------------------------------------------------------------------------
 
 /// GOOD status; the LU is done with the task.
-fn good(host: &Host, task: TaskHandle) {
+fn good(host: &Host, task: &TaskHandle) {
     host.send_status(task, ScsiStatus::GOOD.0, &[], io_flags::LU_DONE);
 }
 
 /// CHECK CONDITION with `sense` (fixed format); the LU is done with the task.
-fn fail(host: &Host, task: TaskHandle, sense: Sense) {
+fn fail(host: &Host, task: &TaskHandle, sense: Sense) {
     let bytes = sense.encode(SenseFormat::Fixed);
     host.send_status(
         task,
@@ -487,14 +487,14 @@ fn fail(host: &Host, task: TaskHandle, sense: Sense) {
 }
 
 /// BUSY: the port had no buffer for us; the initiator retries.
-fn busy(host: &Host, task: TaskHandle) {
+fn busy(host: &Host, task: &TaskHandle) {
     host.send_status(task, ScsiStatus::BUSY.0, &[], io_flags::LU_DONE);
 }
 
 /// A transfer failed or was refused. When the task is being aborted the core finishes it
 /// (and calls [`Lu::abort`]), so the LU only lets go; otherwise the command ends with
 /// ABORTED COMMAND.
-fn transfer_failed(host: &Host, task: TaskHandle, status: Status) {
+fn transfer_failed(host: &Host, task: &TaskHandle, status: Status) {
     if status == Status::ABORTED {
         return;
     }

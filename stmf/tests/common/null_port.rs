@@ -18,17 +18,17 @@ static PORT: OnceLock<(Host, LportHandle)> = OnceLock::new();
 struct NullPort;
 
 impl Port for NullPort {
-    fn xfer_data(&self, host: &Host, task: TaskHandle, buf: DataBuf, _flags: u32) {
+    fn xfer_data(&self, host: &Host, task: &TaskHandle, buf: DataBuf, _flags: u32) {
         host.data_xfer_done(task, buf, Status::SUCCESS);
     }
-    fn send_status(&self, host: &Host, task: TaskHandle, _flags: u32) {
+    fn send_status(&self, host: &Host, task: &TaskHandle, _flags: u32) {
         DONE.fetch_add(1, Relaxed);
         host.send_status_done(task, Status::SUCCESS);
     }
-    fn abort(&self, _host: &Host, _task: TaskHandle) -> AbortOutcome {
+    fn abort(&self, _host: &Host, _task: &TaskHandle) -> AbortOutcome {
         AbortOutcome::Done
     }
-    fn dbuf_alloc(&self, _task: TaskHandle, _size: u32, _min: u32) -> Result<DataBuf, u32> {
+    fn dbuf_alloc(&self, _task: &TaskHandle, _size: u32, _min: u32) -> Result<DataBuf, u32> {
         Err(0)
     }
     fn dbuf_free(&self, _buf: DataBuf) {}

@@ -56,7 +56,7 @@ impl TaskCtx {
 
 impl SbdLu {
     /// Asks the port for a buffer of up to `want` bytes.
-    fn alloc(&self, task: TaskHandle, want: u64) -> Option<DataBuf> {
+    fn alloc(&self, task: &TaskHandle, want: u64) -> Option<DataBuf> {
         let size = u32::try_from(want).unwrap_or(u32::MAX).clamp(1, CHUNK);
         let min = size.min(self.block_size);
         let buf = match self.host.dbuf_alloc(task, size, min) {
@@ -72,7 +72,7 @@ impl SbdLu {
     }
 
     /// Queues a step of `task` on a worker; the job counts as busy until it leaves.
-    fn submit(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx, work: Work) {
+    fn submit(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx, work: Work) {
         if !ctx.enter() {
             // Aborted meanwhile: give the buffer back and let go.
             match work {
@@ -84,20 +84,20 @@ impl SbdLu {
         }
         self.pool.submit(Job::Task {
             lu: Arc::clone(self),
-            task,
+            task: task.clone(),
             work,
         });
     }
 
     /// Frees a buffer of a stream; the last one ends the stream.
-    fn retire(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx, buf: DataBuf) {
+    fn retire(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx, buf: DataBuf) {
         self.host.dbuf_free(task, buf);
         if ctx.inflight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.stream_end(task, ctx);
         }
     }
 
-    fn stream_end(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx) {
+    fn stream_end(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx) {
         match ctx.op {
             Op::Gather(_) if !ctx.failed.load(Ordering::Acquire) && !ctx.aborted() => {
                 self.submit(task, ctx, Work::Exec)
@@ -107,7 +107,7 @@ impl SbdLu {
     }
 
     /// Hands a buffer to the port; on refusal records the failure and retires it.
-    fn xfer(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx, buf: DataBuf) {
+    fn xfer(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx, buf: DataBuf) {
         if let Err((status, buf)) = self.host.xfer_data(task, buf, 0) {
             self.transfer_failed(ctx, status);
             self.retire(task, ctx, buf);
@@ -130,7 +130,7 @@ impl SbdLu {
     /// Starts what `new_task` planned.
     pub(crate) fn launch(
         self: &Arc<Self>,
-        task: TaskHandle,
+        task: &TaskHandle,
         ctx: &TaskCtx,
         initial: Option<DataBuf>,
     ) {
@@ -156,7 +156,7 @@ impl SbdLu {
     }
 
     /// A buffer came back from the port.
-    pub(crate) fn xfer_done(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx, mut buf: DataBuf) {
+    pub(crate) fn xfer_done(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx, mut buf: DataBuf) {
         let status = buf.xfer_status();
         if status != Status::SUCCESS {
             self.transfer_failed(ctx, status);
@@ -183,7 +183,7 @@ impl SbdLu {
     }
 
     /// Runs a worker step.
-    pub(crate) fn run(self: Arc<Self>, task: TaskHandle, work: Work) {
+    pub(crate) fn run(self: Arc<Self>, task: &TaskHandle, work: Work) {
         let Some(ctx) = Self::ctx_of(task) else {
             return;
         };
@@ -203,7 +203,7 @@ impl SbdLu {
 
     // ---- READ -----------------------------------------------------------------------------
 
-    fn start_read(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx) {
+    fn start_read(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx) {
         if ctx.total_bytes() == 0 {
             return ctx.complete(Fin::Good);
         }
@@ -235,7 +235,7 @@ impl SbdLu {
         }
     }
 
-    fn read_piece(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx, mut buf: DataBuf) {
+    fn read_piece(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx, mut buf: DataBuf) {
         if ctx.failed.load(Ordering::Acquire) {
             return self.retire(task, ctx, buf);
         }
@@ -255,7 +255,7 @@ impl SbdLu {
 
     // ---- WRITE, VERIFY (BYTCHK 01b), ORWRITE --------------------------------------------
 
-    fn start_out(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx, initial: Option<DataBuf>) {
+    fn start_out(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx, initial: Option<DataBuf>) {
         if ctx.total_bytes() == 0 {
             if let Some(b) = initial {
                 self.host.dbuf_free(task, b);
@@ -290,7 +290,7 @@ impl SbdLu {
     }
 
     /// Asks the initiator for the next piece into `buf`, or retires it.
-    fn next_in(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx, mut buf: DataBuf) {
+    fn next_in(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx, mut buf: DataBuf) {
         match claim(ctx, buf.capacity()) {
             Some((off, len)) => {
                 buf.set_xfer(off, len, dbuf_flags::FROM_RPORT);
@@ -300,7 +300,7 @@ impl SbdLu {
         }
     }
 
-    fn out_piece(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx, buf: DataBuf) {
+    fn out_piece(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx, buf: DataBuf) {
         if ctx.failed.load(Ordering::Acquire) {
             return self.retire(task, ctx, buf);
         }
@@ -355,7 +355,7 @@ impl SbdLu {
 
     // ---- parameter data in (gather) -------------------------------------------------------
 
-    fn start_gather(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx, initial: Option<DataBuf>) {
+    fn start_gather(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx, initial: Option<DataBuf>) {
         {
             let mut s = ctx.scratch();
             s.clear();
@@ -394,7 +394,7 @@ impl SbdLu {
     // ---- parameter data out (data-in) -----------------------------------------------------
 
     /// Sends the first `ctx.total` bytes of scratch to the initiator.
-    pub(crate) fn start_data_in(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx) {
+    pub(crate) fn start_data_in(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx) {
         if ctx.total_bytes() == 0 {
             return ctx.complete(Fin::Good);
         }
@@ -407,7 +407,7 @@ impl SbdLu {
         }
     }
 
-    fn next_data_in(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx, mut buf: DataBuf) {
+    fn next_data_in(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx, mut buf: DataBuf) {
         let Some((off, len)) = claim(ctx, buf.capacity()) else {
             return self.retire(task, ctx, buf);
         };

@@ -92,7 +92,7 @@ enum Done {
 }
 
 impl SbdLu {
-    pub(crate) fn exec(self: &Arc<Self>, task: TaskHandle, ctx: &TaskCtx) {
+    pub(crate) fn exec(self: &Arc<Self>, task: &TaskHandle, ctx: &TaskCtx) {
         let exec = match ctx.op {
             Op::Exec(e) | Op::Gather(e) => e,
             _ => return ctx.complete(Fin::Good),
@@ -190,7 +190,7 @@ impl SbdLu {
 
     fn mode_select(
         &self,
-        task: TaskHandle,
+        task: &TaskHandle,
         ctx: &TaskCtx,
         cdb_len: u8,
         sp: bool,
@@ -268,7 +268,7 @@ impl SbdLu {
         Ok(())
     }
 
-    fn pr_out(&self, task: TaskHandle, ctx: &TaskCtx, cdb: PrOutCdb) -> Result<(), Fin> {
+    fn pr_out(&self, task: &TaskHandle, ctx: &TaskCtx, cdb: PrOutCdb) -> Result<(), Fin> {
         let n = self.nexus_id(task.session());
         let s = ctx.scratch();
         let mut pr = lock(&self.pr);
@@ -428,7 +428,7 @@ impl SbdLu {
 
     fn get_lba_status(
         &self,
-        task: TaskHandle,
+        task: &TaskHandle,
         ctx: &TaskCtx,
         lba: u64,
         alloc_len: u32,

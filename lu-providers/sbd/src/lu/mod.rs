@@ -181,6 +181,7 @@ pub(crate) enum Job {
     /// A step of a task.
     Task {
         lu: Arc<SbdLu>,
+        /// The LU's own handle, for the worker.
         task: TaskHandle,
         work: Work,
     },
@@ -207,7 +208,7 @@ pub(crate) enum Work {
 impl crate::pool::Job for Job {
     fn run(self) {
         match self {
-            Job::Task { lu, task, work } => lu.run(task, work),
+            Job::Task { lu, task, work } => lu.run(&task, work),
             Job::Flush { lu } => {
                 if let Err(e) = lu.store.flush() {
                     tracing::error!(guid = %crate::guid::to_hex(&lu.guid), "SYNCHRONIZE CACHE (IMMED) failed: {e}");
@@ -542,7 +543,7 @@ impl SbdLu {
         c
     }
 
-    fn ctx_of(task: TaskHandle) -> Option<&'static TaskCtx> {
+    fn ctx_of(task: &TaskHandle) -> Option<&'static TaskCtx> {
         let p = task.lu_private() as *const TaskCtx;
         // SAFETY: lu_private holds a Box<TaskCtx> from new_task until task_free takes it back;
         // callers only use the reference while the task is alive and they are counted busy
@@ -552,7 +553,7 @@ impl SbdLu {
     }
 
     /// Leaves the task and does what the state word says (send status / report abort).
-    pub(crate) fn leave(&self, task: TaskHandle, ctx: &TaskCtx) {
+    pub(crate) fn leave(&self, task: &TaskHandle, ctx: &TaskCtx) {
         match ctx.leave() {
             ctx::Exit::Stay => {}
             ctx::Exit::Send(fin) => self.send(task, fin),
@@ -564,7 +565,7 @@ impl SbdLu {
         SenseFormat::from_d_sense(self.d_sense.load(Ordering::Relaxed))
     }
 
-    fn send(&self, task: TaskHandle, fin: Fin) {
+    fn send(&self, task: &TaskHandle, fin: Fin) {
         let (status, sense) = match fin {
             Fin::Good => (ScsiStatus::GOOD, None),
             Fin::Check(s) => (
@@ -663,7 +664,7 @@ impl SbdLu {
     // ---- planning -------------------------------------------------------------------------
 
     /// Sets up a data-in reply of the first `alloc_len` bytes of the scratch buffer.
-    fn reply(task: TaskHandle, ctx: &mut TaskCtx, alloc_len: u32) {
+    fn reply(task: &TaskHandle, ctx: &mut TaskCtx, alloc_len: u32) {
         let n = (ctx
             .scratch
             .get_mut()
@@ -676,14 +677,14 @@ impl SbdLu {
     }
 
     /// Sets up a data-out collection of `len` bytes into scratch, then `exec`.
-    fn gather(task: TaskHandle, ctx: &mut TaskCtx, len: u64, exec: Exec) {
+    fn gather(task: &TaskHandle, ctx: &mut TaskCtx, len: u64, exec: Exec) {
         task.set_cmd_xfer_len(len);
         *ctx.total.get_mut() = len.min(task.expected_xfer_len());
         ctx.op = Op::Gather(exec);
     }
 
     /// Decides what the command does; errors end it with that status, touching nothing.
-    fn plan(&self, task: TaskHandle, ctx: &mut TaskCtx) -> Result<(), Fin> {
+    fn plan(&self, task: &TaskHandle, ctx: &mut TaskCtx) -> Result<(), Fin> {
         let cdb = Cdb::parse(task.cdb())?;
         cdb.check_control(false)?;
         self.check_nexus(task.session(), &cdb)?;
@@ -1013,7 +1014,7 @@ impl SbdLu {
     }
 
     /// Plans the block commands (SBC-3 §5).
-    fn plan_block(&self, task: TaskHandle, ctx: &mut TaskCtx, cdb: &Cdb<'_>) -> Result<(), Fin> {
+    fn plan_block(&self, task: &TaskHandle, ctx: &mut TaskCtx, cdb: &Cdb<'_>) -> Result<(), Fin> {
         let rw = Rw::decode(cdb)?;
         rw.check_no_protection()?;
         let bs = u64::from(self.block_size);
@@ -1142,7 +1143,7 @@ fn pr_fin(e: crate::pr::PrError) -> Fin {
 }
 
 impl Lu for SbdLu {
-    fn new_task(&self, host: &Host, task: TaskHandle, initial: Option<DataBuf>) {
+    fn new_task(&self, host: &Host, task: &TaskHandle, initial: Option<DataBuf>) {
         let Some(me) = self.me.upgrade() else {
             if let Some(b) = initial {
                 host.dbuf_free(task, b);
@@ -1170,7 +1171,7 @@ impl Lu for SbdLu {
         self.leave(task, ctx);
     }
 
-    fn dbuf_xfer_done(&self, host: &Host, task: TaskHandle, buf: DataBuf) {
+    fn dbuf_xfer_done(&self, host: &Host, task: &TaskHandle, buf: DataBuf) {
         let (Some(me), Some(ctx)) = (self.me.upgrade(), Self::ctx_of(task)) else {
             host.dbuf_free(task, buf);
             return;
@@ -1184,7 +1185,7 @@ impl Lu for SbdLu {
         self.leave(task, ctx);
     }
 
-    fn abort(&self, _host: &Host, task: TaskHandle) -> AbortOutcome {
+    fn abort(&self, _host: &Host, task: &TaskHandle) -> AbortOutcome {
         // A SANITIZE waiting for its operation: the command goes, the operation stays.
         self.sanitize_abort(task, || match Self::ctx_of(task) {
             None => AbortOutcome::Done,
@@ -1193,7 +1194,7 @@ impl Lu for SbdLu {
         })
     }
 
-    fn task_free(&self, task: TaskHandle) {
+    fn task_free(&self, task: &TaskHandle) {
         let p = task.lu_private() as *mut TaskCtx;
         if p.is_null() {
             return;

@@ -152,7 +152,7 @@ impl SbdLu {
     /// status follows now (IMMED, `ctx` completed) or when it ends (parked).
     pub(crate) fn sanitize_start(
         self: &Arc<Self>,
-        task: TaskHandle,
+        task: &TaskHandle,
         ctx: &TaskCtx,
         sa: u8,
         immed: bool,
@@ -174,7 +174,7 @@ impl SbdLu {
             // An aborted command is not parked: its abort completes when this worker
             // leaves, and the core may free it then.
             if !ctx.aborted() {
-                *w = Some(task);
+                *w = Some(task.clone());
             }
         }
         self.pool.submit(Job::Sanitize {
@@ -216,11 +216,11 @@ impl SbdLu {
         // first (and the core may free it) or finds it busy and waits for our leave.
         let mut w = lock(&self.sanitize.waiter);
         if let Some(task) = w.take() {
-            if let Some(ctx) = Self::ctx_of(task) {
+            if let Some(ctx) = Self::ctx_of(&task) {
                 ctx.enter();
                 drop(w);
                 ctx.complete(fin);
-                self.leave(task, ctx);
+                self.leave(&task, ctx);
             }
         }
     }
@@ -235,9 +235,9 @@ impl SbdLu {
     /// letting go of `task` if it is the SANITIZE waiting for its operation (the command
     /// goes, the operation stays). Under one lock with [`SbdLu::sanitize_start`]'s parking,
     /// so a task is never parked once its abort has begun.
-    pub(crate) fn sanitize_abort<R>(&self, task: TaskHandle, abort: impl FnOnce() -> R) -> R {
+    pub(crate) fn sanitize_abort<R>(&self, task: &TaskHandle, abort: impl FnOnce() -> R) -> R {
         let mut w = lock(&self.sanitize.waiter);
-        if *w == Some(task) {
+        if w.as_ref().is_some_and(|t| t.id() == task.id()) {
             *w = None;
         }
         abort()

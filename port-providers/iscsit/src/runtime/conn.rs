@@ -37,7 +37,7 @@ use idm::transport::tcp::{ReadStatus, TcpTransport};
 use idm::transport::{DataRef, Flushed, Transport, Xfer};
 use plugins_sdk::abi::{dbuf_flags, task_flags, DataBufRaw};
 use plugins_sdk::scsi::ScsiStatus;
-use plugins_sdk::{AbortOutcome, DataBuf, Host, Status, TaskHandle, TaskSpec, TmFunction};
+use plugins_sdk::{AbortOutcome, DataBuf, Host, Status, TaskHandle, TaskId, TaskSpec, TmFunction};
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::net::SocketAddr;
@@ -55,8 +55,9 @@ unsafe impl Send for RawBuf {}
 /// Completion tokens of the transport queue.
 #[derive(Clone, Copy)]
 enum Tok {
-    /// The Data-In of a TO_RPORT buffer left the socket: complete the transfer.
-    XferIn(TaskHandle, RawBuf),
+    /// The Data-In of a TO_RPORT buffer (of the task with this ITT and id) left the socket:
+    /// complete the transfer.
+    XferIn(u32, TaskId, RawBuf),
     /// A held (final) Data-In left the socket: its buffer may be recycled.
     Unpin(RawBuf),
 }
@@ -83,6 +84,7 @@ struct Held {
 
 /// The port's state of one command.
 struct Cmd {
+    /// The task, once allocated: the port's own handle, kept until `task_free`.
     task: Option<TaskHandle>,
     xfer: TaskXfer,
     cdb: Cdb,
@@ -219,11 +221,11 @@ fn next_tag(t: &mut u32) -> u32 {
     v
 }
 
-/// The transfer length the LU computed from the CDB (0 when it did not say).
-fn cmd_xfer_len(task: TaskHandle) -> u64 {
-    // SAFETY: a valid task handle (the port holds it until task_free); `cmd_xfer_len`
-    // is written by the LU before it sends status or data and only read here.
-    unsafe { (*task.as_ptr()).cmd_xfer_len }
+impl Cmd {
+    /// True when the command is the one of task `id`.
+    fn is(&self, id: TaskId) -> bool {
+        self.task.as_ref().is_some_and(|t| t.id() == id)
+    }
 }
 
 impl Conn {
@@ -324,7 +326,7 @@ impl Conn {
     }
 
     /// The connection behind a task's `port_private` (a new reference).
-    pub fn of_task(task: TaskHandle) -> Option<Arc<Conn>> {
+    pub fn of_task(task: &TaskHandle) -> Option<Arc<Conn>> {
         let p = task.port_private() as *const Conn;
         if p.is_null() {
             return None;
@@ -338,7 +340,7 @@ impl Conn {
     }
 
     /// Releases the reference a task holds.
-    pub fn task_free(task: TaskHandle) {
+    pub fn task_free(task: &TaskHandle) {
         let p = task.port_private() as *const Conn;
         if p.is_null() {
             return;
@@ -446,7 +448,7 @@ impl Conn {
     }
 
     /// `Port::xfer_data`.
-    pub fn xfer_data(self: &Arc<Self>, task: TaskHandle, buf: DataBuf) {
+    pub fn xfer_data(self: &Arc<Self>, task: &TaskHandle, buf: DataBuf) {
         let host = self.host;
         let mut buf = Some(buf);
         self.ctx_run(|st, _| {
@@ -455,21 +457,21 @@ impl Conn {
             }
         });
         if let Some(b) = buf {
-            defer(Act::XferDone(host, task, b, Status::BAD_STATE));
+            defer(Act::XferDone(host, task.clone(), b, Status::BAD_STATE));
         }
     }
 
     /// `Port::send_status`.
-    pub fn send_status(self: &Arc<Self>, task: TaskHandle) {
+    pub fn send_status(self: &Arc<Self>, task: &TaskHandle) {
         let host = self.host;
         let ran = self.ctx_run(|st, _| st.c.send_status(host, task));
         if ran.is_none() {
-            defer(Act::StatusDone(host, task, Status::BAD_STATE));
+            defer(Act::StatusDone(host, task.clone(), Status::BAD_STATE));
         }
     }
 
     /// `Port::abort`.
-    pub fn abort(self: &Arc<Self>, task: TaskHandle) -> AbortOutcome {
+    pub fn abort(self: &Arc<Self>, task: &TaskHandle) -> AbortOutcome {
         let host = self.host;
         self.ctx_run(|st, _| st.c.abort(host, task))
             .unwrap_or(AbortOutcome::Done)
@@ -1155,21 +1157,25 @@ impl LoginHost for LoginHostImpl<'_> {
 
 impl Core {
     /// The command of a posted task (live or zombie).
-    fn cmd_mut(&mut self, task: TaskHandle) -> Option<&mut Cmd> {
-        let itt = task.tag() as u32;
-        if self.tasks.get(&itt).is_some_and(|c| c.task == Some(task)) {
+    fn cmd_mut(&mut self, task: &TaskHandle) -> Option<&mut Cmd> {
+        self.cmd_of(task.tag() as u32, task.id())
+    }
+
+    /// The command with ITT `itt` of task `id` (live or zombie).
+    fn cmd_of(&mut self, itt: u32, id: TaskId) -> Option<&mut Cmd> {
+        if self.tasks.get(&itt).is_some_and(|c| c.is(id)) {
             return self.tasks.get_mut(&itt);
         }
-        self.zombies.iter_mut().find(|c| c.task == Some(task))
+        self.zombies.iter_mut().find(|c| c.is(id))
     }
 
     /// Removes the command of a freed task.
-    fn take_cmd(&mut self, task: TaskHandle) -> Option<Cmd> {
-        let itt = task.tag() as u32;
-        if self.tasks.get(&itt).is_some_and(|c| c.task == Some(task)) {
+    fn take_cmd(&mut self, task: &TaskHandle) -> Option<Cmd> {
+        let (itt, id) = (task.tag() as u32, task.id());
+        if self.tasks.get(&itt).is_some_and(|c| c.is(id)) {
             return self.tasks.remove(&itt);
         }
-        let i = self.zombies.iter().position(|c| c.task == Some(task))?;
+        let i = self.zombies.iter().position(|c| c.is(id))?;
         Some(self.zombies.swap_remove(i))
     }
 
@@ -1248,27 +1254,34 @@ impl Core {
     /// A transport token: the bytes it stood for are written (or dropped).
     fn complete(&mut self, host: Host, t: Tok, status: Status) {
         match t {
-            Tok::XferIn(task, raw) => {
+            Tok::XferIn(itt, id, raw) => {
                 // SAFETY: the buffer handed to the transport by xfer_data; its ownership
                 // comes back with this token, exactly once.
                 let Some(buf) = (unsafe { DataBuf::from_raw(raw.0) }) else {
                     return;
                 };
+                let Some((cmd, task)) = self
+                    .cmd_of(itt, id)
+                    .and_then(|c| c.task.clone().map(|t| (c, t)))
+                else {
+                    // The task was freed while its Data-In was queued (the connection
+                    // went): nobody waits for the buffer, it goes back to the store.
+                    BufPool::free(buf);
+                    return;
+                };
                 let mut status = status;
                 let mut after = None;
-                if let Some(cmd) = self.cmd_mut(task) {
-                    cmd.in_flight = cmd.in_flight.saturating_sub(1);
-                    if cmd.aborted {
-                        status = Status::ABORTED;
-                    }
-                    if cmd.in_flight == 0 {
-                        if cmd.abort_pending && !cmd.abort_done {
-                            cmd.abort_done = true;
-                            after = Some(Act::LportAborted(host, task, Status::ABORTED));
-                        } else if cmd.status_sent && !cmd.status_done {
-                            cmd.status_done = true;
-                            after = Some(Act::StatusDone(host, task, Status::SUCCESS));
-                        }
+                cmd.in_flight = cmd.in_flight.saturating_sub(1);
+                if cmd.aborted {
+                    status = Status::ABORTED;
+                }
+                if cmd.in_flight == 0 {
+                    if cmd.abort_pending && !cmd.abort_done {
+                        cmd.abort_done = true;
+                        after = Some(Act::LportAborted(host, task.clone(), Status::ABORTED));
+                    } else if cmd.status_sent && !cmd.status_done {
+                        cmd.status_done = true;
+                        after = Some(Act::StatusDone(host, task.clone(), Status::SUCCESS));
                     }
                 }
                 defer(Act::XferDone(host, task, buf, status));
@@ -1305,9 +1318,9 @@ impl Core {
             // SAFETY: pinned when held; unpinned once.
             unsafe { BufPool::unpin(h.raw.0) };
         }
-        if let Some(task) = cmd.task {
+        if let Some(task) = cmd.task.take() {
             for b in cmd.out_bufs.iter_mut().filter_map(Option::take) {
-                defer(Act::XferDone(host, task, b, status));
+                defer(Act::XferDone(host, task.clone(), b, status));
             }
             if cmd.abort_pending && !cmd.abort_done {
                 defer(Act::LportAborted(host, task, status));
@@ -1752,7 +1765,7 @@ impl Core {
         let raw = Arc::into_raw(Arc::clone(ctx.conn)) as *mut c_void;
         match host.task_alloc(handle, &spec, raw) {
             Ok(task) => {
-                cmd.task = Some(task);
+                cmd.task = Some(task.handle());
                 self.tasks.insert(itt, cmd);
                 defer(Act::Post(host, task, initial));
             }
@@ -1791,7 +1804,7 @@ impl Core {
         let Some(cmd) = self.tasks.get_mut(&itt) else {
             return;
         };
-        match cmd.task {
+        match cmd.task.clone() {
             None => {
                 let edtl = cmd.xfer.edtl();
                 if let Some(cmd) = self.tasks.remove(&itt) {
@@ -1809,7 +1822,7 @@ impl Core {
                 cmd.data_error = Some(e.sense_code());
                 let _ = cmd.xfer.cancel_gets().count();
                 for b in cmd.out_bufs.iter_mut().filter_map(Option::take) {
-                    defer(Act::XferDone(host, task, b, Status::IO_ERROR));
+                    defer(Act::XferDone(host, task.clone(), b, Status::IO_ERROR));
                 }
             }
         }
@@ -1869,9 +1882,9 @@ impl Core {
                 }
                 if place.complete {
                     if let (Some(task), Some(b)) =
-                        (cmd.task, cmd.out_bufs.get_mut(slot).and_then(Option::take))
+                        (&cmd.task, cmd.out_bufs.get_mut(slot).and_then(Option::take))
                     {
-                        defer(Act::XferDone(host, task, b, Status::SUCCESS));
+                        defer(Act::XferDone(host, task.clone(), b, Status::SUCCESS));
                     }
                 }
                 let sn = self.target_sn_nostat();
@@ -1893,27 +1906,28 @@ impl Core {
 
     // ---- port entry points ----------------------------------------------------------
 
-    fn xfer_data(&mut self, host: Host, task: TaskHandle, mut buf: DataBuf) {
+    fn xfer_data(&mut self, host: Host, task: &TaskHandle, mut buf: DataBuf) {
         if self.closed {
-            return defer(Act::XferDone(host, task, buf, Status::IO_ERROR));
+            return defer(Act::XferDone(host, task.clone(), buf, Status::IO_ERROR));
         }
         let itt = task.tag() as u32;
         let sn = self.target_sn_nostat();
         let limits = self.limits;
         let tx = &mut self.tx;
         let next_ttt = &mut self.next_ttt;
-        let cmd = match self.tasks.get_mut(&itt).filter(|c| c.task == Some(task)) {
+        let id = task.id();
+        let cmd = match self.tasks.get_mut(&itt).filter(|c| c.is(id)) {
             Some(c) => c,
-            None => match self.zombies.iter_mut().find(|c| c.task == Some(task)) {
+            None => match self.zombies.iter_mut().find(|c| c.is(id)) {
                 Some(c) => c,
-                None => return defer(Act::XferDone(host, task, buf, Status::ABORTED)),
+                None => return defer(Act::XferDone(host, task.clone(), buf, Status::ABORTED)),
             },
         };
         if cmd.aborted || cmd.status_sent {
-            return defer(Act::XferDone(host, task, buf, Status::ABORTED));
+            return defer(Act::XferDone(host, task.clone(), buf, Status::ABORTED));
         }
         if cmd.data_error.is_some() {
-            return defer(Act::XferDone(host, task, buf, Status::IO_ERROR));
+            return defer(Act::XferDone(host, task.clone(), buf, Status::IO_ERROR));
         }
         // A PDU held for phase collapse goes as it is before more data.
         if let Some(h) = cmd.held.take() {
@@ -1926,7 +1940,7 @@ impl Core {
         let len = buf.xfer_len();
         let edtl = u64::from(cmd.xfer.edtl());
         if len == 0 {
-            return defer(Act::XferDone(host, task, buf, Status::SUCCESS));
+            return defer(Act::XferDone(host, task.clone(), buf, Status::SUCCESS));
         }
         if off + len as u64 > edtl {
             tracing::warn!(
@@ -1936,11 +1950,11 @@ impl Core {
                 edtl,
                 "transfer beyond the expected data transfer length refused"
             );
-            return defer(Act::XferDone(host, task, buf, Status::INVALID_ARG));
+            return defer(Act::XferDone(host, task.clone(), buf, Status::INVALID_ARG));
         }
         let off = off as u32;
         if flags & dbuf_flags::TO_RPORT != 0 {
-            let wanted = cmd_xfer_len(task);
+            let wanted = task.cmd_xfer_len();
             let final_end = if wanted > 0 { wanted.min(edtl) } else { edtl };
             let hold = off as u64 + len as u64 >= final_end && BufPool::is_ours(&buf);
             let ptr = buf.as_mut_slice().as_ptr();
@@ -1954,7 +1968,7 @@ impl Core {
                 limits: &limits,
                 sn,
             };
-            match tx.put_data(x, off, dref, hold, Tok::XferIn(task, raw)) {
+            match tx.put_data(x, off, dref, hold, Tok::XferIn(itt, id, raw)) {
                 Ok(held) => {
                     if let Some(pdu) = held {
                         // SAFETY: a buffer of ours, handed out; the token above is not
@@ -1972,13 +1986,13 @@ impl Core {
                     tracing::warn!(error = %e, "cannot queue Data-In");
                     // SAFETY: nothing was queued; the buffer is ours to give back.
                     if let Some(b) = unsafe { DataBuf::from_raw(raw.0) } {
-                        defer(Act::XferDone(host, task, b, Status::IO_ERROR));
+                        defer(Act::XferDone(host, task.clone(), b, Status::IO_ERROR));
                     }
                 }
             }
         } else if flags & dbuf_flags::FROM_RPORT != 0 {
             let Some(slot) = cmd.out_bufs.iter().position(Option::is_none) else {
-                return defer(Act::XferDone(host, task, buf, Status::BUSY));
+                return defer(Act::XferDone(host, task.clone(), buf, Status::BUSY));
             };
             let x = Xfer {
                 task: &mut cmd.xfer,
@@ -1990,17 +2004,17 @@ impl Core {
                 Ok(()) => cmd.out_bufs[slot] = Some(buf),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot request Data-Out");
-                    defer(Act::XferDone(host, task, buf, Status::IO_ERROR));
+                    defer(Act::XferDone(host, task.clone(), buf, Status::IO_ERROR));
                 }
             }
         } else {
-            defer(Act::XferDone(host, task, buf, Status::INVALID_ARG));
+            defer(Act::XferDone(host, task.clone(), buf, Status::INVALID_ARG));
         }
     }
 
-    fn send_status(&mut self, host: Host, task: TaskHandle) {
+    fn send_status(&mut self, host: Host, task: &TaskHandle) {
         if self.closed {
-            return defer(Act::StatusDone(host, task, Status::IO_ERROR));
+            return defer(Act::StatusDone(host, task.clone(), Status::IO_ERROR));
         }
         let itt = task.tag() as u32;
         let f = task.tm_function();
@@ -2025,12 +2039,12 @@ impl Core {
             if self.cold_reset_itt == Some(itt) {
                 self.gone_after_flush(Gone::Failed);
             }
-            return defer(Act::StatusDone(host, task, Status::SUCCESS));
+            return defer(Act::StatusDone(host, task.clone(), Status::SUCCESS));
         }
         let slot = match self.cmd_mut(task) {
             Some(cmd) if cmd.status_sent => return,
             Some(cmd) => std::mem::replace(&mut cmd.slot, Slot::None),
-            None => return defer(Act::StatusDone(host, task, Status::ABORTED)),
+            None => return defer(Act::StatusDone(host, task.clone(), Status::ABORTED)),
         };
         // The slot opens before the response is built, so the response carries it.
         self.release(slot);
@@ -2040,18 +2054,22 @@ impl Core {
         };
         let moved = cmd.xfer.bytes_sent().max(cmd.xfer.bytes_received());
         let own_sense;
+        let task_sense;
         let (status, sense) = match cmd.data_error {
             Some((asc, ascq)) => {
                 own_sense = ffp::aborted_command_sense(asc, ascq);
                 (ScsiStatus::CHECK_CONDITION.0, &own_sense[..])
             }
-            None => (task.scsi_status(), task.sense()),
+            None => {
+                task_sense = task.sense();
+                (task.scsi_status(), &task_sense[..])
+            }
         };
-        let st = CmdStatus::new(status, cmd.xfer.edtl(), cmd_xfer_len(task), moved);
+        let st = CmdStatus::new(status, cmd.xfer.edtl(), task.cmd_xfer_len(), moved);
         let data_sn = cmd.xfer.data_sn();
         let held = cmd.held.take();
         for b in cmd.out_bufs.iter_mut().filter_map(Option::take) {
-            defer(Act::XferDone(host, task, b, Status::ABORTED));
+            defer(Act::XferDone(host, task.clone(), b, Status::ABORTED));
         }
         cmd.status_sent = true;
         if cmd.in_flight == 0 {
@@ -2078,11 +2096,11 @@ impl Core {
             self.scratch = seg;
         }
         if done_now {
-            defer(Act::StatusDone(host, task, Status::SUCCESS));
+            defer(Act::StatusDone(host, task.clone(), Status::SUCCESS));
         }
     }
 
-    fn abort(&mut self, host: Host, task: TaskHandle) -> AbortOutcome {
+    fn abort(&mut self, host: Host, task: &TaskHandle) -> AbortOutcome {
         let Some(cmd) = self.cmd_mut(task) else {
             return AbortOutcome::Done;
         };
@@ -2111,13 +2129,13 @@ impl Core {
         }
         let _ = cmd.xfer.cancel_gets().count();
         for b in cmd.out_bufs.iter_mut().filter_map(Option::take) {
-            defer(Act::XferDone(host, task, b, Status::ABORTED));
+            defer(Act::XferDone(host, task.clone(), b, Status::ABORTED));
             handed_back = true;
         }
         // Data-In not started yet is dropped; a PDU half written must finish.
         let mut done = std::mem::take(&mut self.done);
         self.tx.cancel(
-            |t| matches!(t, Tok::XferIn(tt, _) if *tt == task),
+            |t| matches!(t, Tok::XferIn(_, id, _) if *id == task.id()),
             &mut |t| done.push(t),
         );
         for t in done.drain(..) {
@@ -2136,7 +2154,7 @@ impl Core {
             // The buffers go back first; then the port lets go of the task.
             cmd.abort_pending = true;
             cmd.abort_done = true;
-            defer(Act::LportAborted(host, task, Status::ABORTED));
+            defer(Act::LportAborted(host, task.clone(), Status::ABORTED));
             return AbortOutcome::Pending;
         }
         AbortOutcome::Done

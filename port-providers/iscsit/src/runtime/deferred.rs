@@ -7,14 +7,14 @@
 //! order. Nested calls queue to the same list, which also bounds the stack depth of a
 //! long read that the LU and the port bounce between them.
 
-use plugins_sdk::{DataBuf, Host, Status, TaskHandle};
+use plugins_sdk::{DataBuf, Host, Status, TaskHandle, UnpostedTask};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
 /// One deferred call into the core.
 pub enum Act {
     /// `post_task`.
-    Post(Host, TaskHandle, Option<DataBuf>),
+    Post(Host, UnpostedTask, Option<DataBuf>),
     /// `data_xfer_done`.
     XferDone(Host, TaskHandle, DataBuf, Status),
     /// `send_status_done`.
@@ -29,7 +29,7 @@ impl Act {
     fn run(self) {
         match self {
             Act::Post(h, t, b) => h.post_task(t, b),
-            Act::XferDone(h, t, b, s) => h.data_xfer_done(t, b, s),
+            Act::XferDone(h, t, b, s) => h.data_xfer_done(&t, b, s),
             Act::StatusDone(h, t, s) => h.send_status_done(t, s),
             Act::LportAborted(h, t, s) => h.lport_aborted(t, s),
             Act::Call(f) => f(),

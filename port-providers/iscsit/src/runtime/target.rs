@@ -110,25 +110,25 @@ pub struct TargetPort {
 }
 
 impl Port for TargetPort {
-    fn xfer_data(&self, host: &Host, task: TaskHandle, buf: DataBuf, _flags: u32) {
+    fn xfer_data(&self, host: &Host, task: &TaskHandle, buf: DataBuf, _flags: u32) {
         match Conn::of_task(task) {
             Some(c) => c.xfer_data(task, buf),
             None => host.data_xfer_done(task, buf, Status::BAD_STATE),
         }
     }
 
-    fn send_status(&self, host: &Host, task: TaskHandle, _flags: u32) {
+    fn send_status(&self, host: &Host, task: &TaskHandle, _flags: u32) {
         match Conn::of_task(task) {
             Some(c) => c.send_status(task),
             None => host.send_status_done(task, Status::BAD_STATE),
         }
     }
 
-    fn task_free(&self, task: TaskHandle) {
+    fn task_free(&self, task: &TaskHandle) {
         Conn::task_free(task);
     }
 
-    fn abort(&self, _host: &Host, task: TaskHandle) -> AbortOutcome {
+    fn abort(&self, _host: &Host, task: &TaskHandle) -> AbortOutcome {
         match Conn::of_task(task) {
             Some(c) => c.abort(task),
             None => AbortOutcome::Done,
@@ -165,7 +165,7 @@ impl Port for TargetPort {
         }
     }
 
-    fn dbuf_alloc(&self, task: TaskHandle, size: u32, min_size: u32) -> Result<DataBuf, u32> {
+    fn dbuf_alloc(&self, task: &TaskHandle, size: u32, min_size: u32) -> Result<DataBuf, u32> {
         match Conn::of_task(task) {
             Some(c) => c.dbuf_alloc(size, min_size),
             None => Err(0),
