@@ -42,7 +42,17 @@ cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo build"
 cargo build --workspace --all-targets
 echo "== miri (plugins-sdk)"
-scripts/miri.sh
+# Miri comes from rustup, not from the machine's packages: when it cannot be installed the
+# suite says so loudly (here and in its closing line) and goes on; any other Miri failure
+# fails the suite. MIRI_REQUIRED=1 makes a missing Miri fail it too.
+miri_note=""
+miri_rc=0
+scripts/miri.sh || miri_rc=$?
+if ((miri_rc == 3)) && [[ ${MIRI_REQUIRED:-0} != 1 ]]; then
+    miri_note=" (MIRI NOT RUN: it could not be installed)"
+elif ((miri_rc != 0)); then
+    exit "$miri_rc"
+fi
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -52,5 +62,5 @@ rc=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+     END { printf "tests: %d passed, %d failed%s\n", p, f, note }' note="$miri_note" "$log"
 exit "$rc"
