@@ -32,4 +32,5 @@ pub mod view;
 
 pub use crate::core::Stmf;
 pub use error::{ErrorKind, Result, StmfError};
+pub use route::MAX_TASKS_PER_SESSION;
 pub use types::*;

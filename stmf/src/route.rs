@@ -22,6 +22,12 @@ use std::time::Instant;
 pub(crate) const MAX_CDB: usize = 260;
 
 /// Allocates a task on a session (port side).
+/// Most tasks one session may hold at once (live, or quarantined after an abort that
+/// never completed). Ports bound their commands well below it (iscsit: `cmd_window` +
+/// `max_immediate_commands` + task management, at most 5,120 + TMFs); this is the core's
+/// own bound for a port that does not. Over it, `task_alloc` answers BUSY.
+pub const MAX_TASKS_PER_SESSION: usize = 8192;
+
 pub(crate) fn task_alloc(sp: *const SessionCore, req: &TaskRequest) -> Result<*mut Task, Status> {
     // SAFETY: the port passes the handle it got from register_session, alive until it
     // deregisters the session (the ABI contract).
@@ -37,6 +43,11 @@ pub(crate) fn task_alloc(sp: *const SessionCore, req: &TaskRequest) -> Result<*m
         let mut pool = lock(&s.pool);
         let ct = match pool.free.pop() {
             Some(t) => t,
+            None if pool.all.len() >= MAX_TASKS_PER_SESSION => {
+                // Every task of the session is live (or quarantined): the port sent more
+                // than any port bounds its commands to. No allocation on its say-so.
+                return Err(Status::BUSY);
+            }
             None => {
                 let t = CoreTask::new_boxed(sp);
                 pool.all.push(t);

@@ -195,6 +195,26 @@ fn kept_handles_read_dead_tasks_and_hold_back_their_reuse() {
     drop(keep);
     assert_eq!(run(&host, session, 105), abandoned);
 
+    // The core's own bound: a session holds at most MAX_TASKS_PER_SESSION tasks; past it
+    // task_alloc answers BUSY instead of allocating, and a task given back makes room.
+    let spec = TaskSpec::command([0; 8], &[0; 6], 200);
+    let mut held = Vec::new();
+    let refused = loop {
+        match host.task_alloc(session, &spec, std::ptr::null_mut()) {
+            Ok(t) => held.push(t),
+            Err(st) => break st,
+        }
+        assert!(held.len() <= stmf::MAX_TASKS_PER_SESSION, "no cap");
+    };
+    assert_eq!(refused, Status::BUSY);
+    assert_eq!(held.len(), stmf::MAX_TASKS_PER_SESSION);
+    held.pop();
+    held.push(
+        host.task_alloc(session, &spec, std::ptr::null_mut())
+            .expect("room again"),
+    );
+    drop(held);
+
     // A handle that outlives the core (the session goes with it) stays readable; the last
     // reference frees the orphaned task.
     let t = host
