@@ -975,6 +975,29 @@ fn auth_source(t: &Target, addr: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// [`under_attack`] with one CHAP attacker from 127.0.0.2 logging in as `initiator`
+/// with `secret(n)` at its n-th attempt; its tally and the attackers' reports.
+fn chap_attack(
+    t: &Target,
+    name: &str,
+    initiator: &'static str,
+    secret: fn(u64) -> String,
+    isid_last: u8,
+) -> (Arc<ChapTally>, Vec<String>) {
+    let budget = Budget::base(t);
+    let portal = t.portal;
+    let tally = Arc::new(ChapTally::default());
+    let (reports, _) = under_attack(t, name, &budget, Honest::Newcomer, |a, ready| {
+        let tally = Arc::clone(&tally);
+        a.spawn(ready, move |stop, ready| {
+            chap_attempts(portal, initiator, secret, isid_last, &tally, stop, ready);
+            tally.report()
+        });
+        1
+    });
+    (tally, reports)
+}
+
 /// A host that knows the target-wide secret logs in as HONEST (which has its own
 /// secret) over and over, also with HONEST's ISID, while HONEST's session runs: every
 /// attempt is refused and HONEST's session is never reinstated (its run would fail).
@@ -985,31 +1008,7 @@ fn chap_impostor() {
         chap: true,
         ..Options::default()
     });
-    let budget = Budget::base(&t);
-    let portal = t.portal;
-    let tally = Arc::new(ChapTally::default());
-    let (reports, _) = under_attack(
-        &t,
-        "CHAP impostor",
-        &budget,
-        Honest::Newcomer,
-        |a, ready| {
-            let tally = Arc::clone(&tally);
-            a.spawn(ready, move |stop, ready| {
-                chap_attempts(
-                    portal,
-                    HONEST,
-                    |_| TARGET_SECRET.into(),
-                    0,
-                    &tally,
-                    stop,
-                    ready,
-                );
-                tally.report()
-            });
-            1
-        },
-    );
+    let (tally, reports) = chap_attack(&t, "CHAP impostor", HONEST, |_| TARGET_SECRET.into(), 0);
     assert_eq!(
         tally.accepted.load(Ordering::Relaxed),
         0,
@@ -1028,32 +1027,14 @@ fn chap_guessing() {
         chap: true,
         ..Options::default()
     });
-    let budget = Budget::base(&t);
     let threshold = t.limit("auth_fail_threshold");
-    let portal = t.portal;
-    let tally = Arc::new(ChapTally::default());
     let started = Instant::now();
-    let (reports, _) = under_attack(
+    let (tally, reports) = chap_attack(
         &t,
         "CHAP guessing",
-        &budget,
-        Honest::Newcomer,
-        |a, ready| {
-            let tally = Arc::clone(&tally);
-            a.spawn(ready, move |stop, ready| {
-                chap_attempts(
-                    portal,
-                    "iqn.2026-11.org.rstmf:guesser",
-                    |n| format!("guess-{n:012}"),
-                    9,
-                    &tally,
-                    stop,
-                    ready,
-                );
-                tally.report()
-            });
-            1
-        },
+        "iqn.2026-11.org.rstmf:guesser",
+        |n| format!("guess-{n:012}"),
+        9,
     );
     let secs = started.elapsed().as_secs_f64();
     let src = auth_source(&t, "127.0.0.2");
